@@ -1,0 +1,187 @@
+"""Stage configs: typed, frozen dataclasses; YAML defaults; dotted ``key=value`` overrides.
+
+A config file is plain YAML whose keys are the dataclass fields (nested dataclasses are nested
+mappings). Overrides on the command line use dotted keys (``shadow.opacity=0.3``); their values
+are parsed as YAML scalars (``true``, ``3``, ``[a, b]``). An unknown key or a value of the wrong
+type is a :class:`ConfigError` that names the key and lists the valid ones.
+
+    cfg = load_config(SynthConfig, "configs/demo/synth.yaml", ["size=512", "seed=3"])
+    save_config(cfg, out_dir)            # writes OUT/config.yaml, the resolved config
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+T = TypeVar("T")
+
+CONFIG_FILENAME = "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the stage's config class."""
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in get_args(tp):
+            return None
+        errors = []
+        for arg in get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(f"{key}: expected one of {list(get_args(tp))}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _build(tp, value, prefix=f"{key}.")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        kt, vt = get_args(tp) or (Any, Any)
+        return {_coerce(k, kt, f"{key}.{k}"): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: type[T], data: dict, prefix: str = "") -> T:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!s} for {cls.__name__}; valid keys: "
+            + ", ".join(prefix + n for n in names)
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:  # a required field without a default
+        raise ConfigError(f"{cls.__name__}: {e}") from None
+    check = getattr(obj, "check_inputs", None)
+    if callable(check):
+        check()
+    return obj
+
+
+def to_dict(cfg: Any) -> dict:
+    """A config as plain YAML-able data (tuples become lists)."""
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(cfg)
+
+
+def _set_dotted(data: dict, cls: type, dotted: str, raw: str) -> None:
+    parts = dotted.split(".")
+    node, node_cls = data, cls
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(node_cls)} if dataclasses.is_dataclass(node_cls) else None
+        if fields is None or part not in fields:
+            valid = ", ".join(fields) if fields else "(none: not a section)"
+            raise ConfigError(f"unknown config key {dotted!r} for {cls.__name__}; valid keys here: {valid}")
+        if i == len(parts) - 1:
+            node[part] = yaml.safe_load(raw) if raw != "" else ""
+            return
+        sub_cls = get_type_hints(node_cls)[part]
+        if not dataclasses.is_dataclass(sub_cls):
+            raise ConfigError(f"config key {'.'.join(parts[:i + 1])!r} is not a section; cannot set {dotted!r}")
+        node = node.setdefault(part, {})
+        node_cls = sub_cls
+
+
+def parse_overrides(items: typing.Iterable[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. size=512 or shadow.opacity=0.3)")
+        key, raw = item.split("=", 1)
+        pairs.append((key.strip(), raw))
+    return pairs
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> T:
+    """Build ``cls`` from the YAML file ``path`` (optional) and dotted ``key=value`` overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file, e.g. configs/demo/synth.yaml")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+        data = loaded
+    for key, raw in parse_overrides(overrides):
+        _set_dotted(data, cls, key, raw)
+    return _build(cls, data)
+
+
+def dump_config(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Any, out: str, name: str = CONFIG_FILENAME) -> str:
+    """Write the resolved config beside an output (``out`` is a folder, local or URI)."""
+    from segsynth import io
+
+    uri = io.join(out, name)
+    io.write_bytes(uri, dump_config(cfg).encode())
+    return uri

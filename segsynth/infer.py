@@ -1,0 +1,169 @@
+"""Predictors: anything that turns images of any size into soft masks at their own size.
+
+    predictor = load_predictor("runs/demo/best")                    # checkpoint folder (kind inferred)
+    predictor = load_predictor("isnet.onnx", kind="onnx-isnet")     # a salient-object ONNX model
+    masks = predictor.predict([rgb1, rgb2])                          # list of (H, W) float32 0..1
+
+Input images are ``(H, W, 3) uint8`` RGB (grayscale ``(H, W)`` and RGBA ``(H, W, 4)`` are
+converted); each output mask is ``(H, W) float32`` in 0..1 at the input's own size.
+
+Kinds are registered by name (``PREDICTORS``); an unknown name lists the valid ones. Heavy
+objects (ONNX sessions, torch models) are created once in ``__init__`` and reused.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Gray ``(H, W)``/``(H, W, 1)``, RGB or RGBA ``uint8`` -> ``(H, W, 3) uint8`` RGB."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}; decode with segsynth.io.decode_image")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, :3])
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+
+
+class Predictor:
+    """Base class: subclasses implement ``predict``; ``name`` and ``card`` describe the model."""
+
+    name: str = "predictor"
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def predict_one(self, image: np.ndarray) -> np.ndarray:
+        return self.predict([image])[0]
+
+    @property
+    def card(self) -> dict:
+        """What the model is and how it preprocesses (shown by the serving endpoint)."""
+        return {"name": self.name, "kind": type(self).__name__}
+
+
+def _ort_session(path: str, threads: int | None = None):
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError("onnxruntime is needed for ONNX models: pip install onnxruntime") from e
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ONNX model {path} does not exist; pass the path of a .onnx file")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or int(os.environ.get("SEGSYNTH_ORT_THREADS", "0"))
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    return ort.InferenceSession(path, sess_options=opts, providers=providers)
+
+
+class SalientOnnxPredictor(Predictor):
+    """A salient-object ONNX model (IS-Net/DIS, U2NET) with its declared preprocessing.
+
+    ``style="isnet"``: RGB resized to 1024x1024, ``(x - 128) / 256``; ``style="u2net"``: 320x320,
+    ``x / max(x)`` then ImageNet mean/std. The first output is min-max normalised per image and
+    resized back to the input's size.
+    """
+
+    STYLES = {
+        "isnet": {"size": 1024, "mean": (128.0, 128.0, 128.0), "std": (256.0, 256.0, 256.0), "scale_by_max": False},
+        "u2net": {"size": 320, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "scale_by_max": True},
+    }
+
+    def __init__(self, path: str, style: str = "isnet", size: int | None = None, threads: int | None = None):
+        if style not in self.STYLES:
+            raise ValueError(f"unknown ONNX preprocessing style {style!r}; valid: {sorted(self.STYLES)}")
+        self.path, self.style = str(path), style
+        pre = dict(self.STYLES[style])
+        if size:
+            pre["size"] = size
+        self.pre = pre
+        self.session = _ort_session(self.path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.name = Path(self.path).stem
+
+    def _preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        s = self.pre["size"]
+        x = cv2.resize(rgb, (s, s), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        if self.pre["scale_by_max"]:
+            x = x / max(float(x.max()), 1e-6)
+        x = (x - np.asarray(self.pre["mean"], np.float32)) / np.asarray(self.pre["std"], np.float32)
+        return x.transpose(2, 0, 1)[None]
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for image in images:  # the shared graphs have a fixed batch axis of 1
+            rgb = to_rgb(image)
+            y = self.session.run(None, {self.input_name: self._preprocess(rgb)})[0]
+            y = np.asarray(y, np.float32).reshape(y.shape[-2], y.shape[-1])
+            lo, hi = float(y.min()), float(y.max())
+            y = (y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)
+            out.append(cv2.resize(y, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR))
+        return out
+
+    @property
+    def card(self) -> dict:
+        return {"name": self.name, "kind": f"onnx-{self.style}", "path": self.path, "preprocessing": self.pre}
+
+
+class WhiteThresholdPredictor(Predictor):
+    """The white-background extractor used as a model: what catalog cut-outs were made with."""
+
+    name = "white-threshold"
+
+    def __init__(self, **white_options):
+        from segsynth.cutouts import WhiteBackgroundOptions
+
+        self.options = WhiteBackgroundOptions(**white_options)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        from segsynth.cutouts import white_background_alpha
+
+        return [white_background_alpha(to_rgb(im), self.options).alpha for im in images]
+
+    @property
+    def card(self) -> dict:
+        import dataclasses
+
+        return {"name": self.name, "kind": "white-threshold", "options": dataclasses.asdict(self.options)}
+
+
+# name -> factory(path, **options). The training issue adds "checkpoint" and "onnx" (our exports).
+PREDICTORS: dict[str, Callable[..., Predictor]] = {
+    "onnx-isnet": lambda path, **kw: SalientOnnxPredictor(path, style="isnet", **kw),
+    "onnx-u2net": lambda path, **kw: SalientOnnxPredictor(path, style="u2net", **kw),
+    "white-threshold": lambda path=None, **kw: WhiteThresholdPredictor(**kw),
+}
+
+
+def infer_kind(path: str | None) -> str:
+    """Guess a predictor kind from a path: a checkpoint folder, or an ONNX file."""
+    if path is None:
+        return "white-threshold"
+    p = str(path)
+    if p.endswith(".onnx"):
+        # our exports carry a model card beside them; anything else is a salient-object graph
+        return "onnx" if Path(p).with_suffix(".json").is_file() and "onnx" in PREDICTORS else "onnx-isnet"
+    return "checkpoint"
+
+
+def load_predictor(path: str | None = None, kind: str | None = None, **options) -> Predictor:
+    """Create a predictor once; pass it around (like ``rembg.new_session``)."""
+    kind = kind or infer_kind(path)
+    if kind not in PREDICTORS:
+        raise ValueError(f"unknown predictor kind {kind!r}; valid kinds: {', '.join(sorted(PREDICTORS))}")
+    if kind != "white-threshold" and path is None:
+        raise ValueError(f"predictor kind {kind!r} needs a path (a checkpoint folder or .onnx file)")
+    return PREDICTORS[kind](path, **options)

@@ -1,0 +1,244 @@
+"""Image/mask decode and encode, parquet manifests, and paths that may be URIs.
+
+Every path here may be local (``data/x.png``) or an object-store URI (``s3://bucket/x.png``,
+``gs://...``); :func:`resolve` turns it into a ``pyarrow.fs`` filesystem and a path on it.
+
+Images are ``(H, W, 3) uint8`` RGB; RGBA cutouts ``(H, W, 4) uint8``; masks ``(H, W) uint8
+0..255``. Decoding failures raise :class:`ImageDecodeError`, which names the input.
+"""
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ImageDecodeError(ValueError):
+    """Bytes that are not a readable image; the message names where they came from."""
+
+
+# ---------------------------------------------------------------- paths and URIs
+def is_uri(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+def resolve(path: str | Path) -> tuple[pafs.FileSystem, str]:
+    """A filesystem and the path on it, for a local path or a ``scheme://`` URI."""
+    path = str(path)
+    if is_uri(path) and not path.startswith("file://"):
+        return pafs.FileSystem.from_uri(path)
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    return pafs.LocalFileSystem(), str(Path(path).expanduser().absolute())
+
+
+def join(base: str | Path, *parts: str) -> str:
+    base = str(base)
+    if is_uri(base):
+        return posixpath.join(base, *parts)
+    return str(Path(base, *parts))
+
+
+def exists(path: str | Path) -> bool:
+    fs, p = resolve(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def makedirs(path: str | Path) -> None:
+    fs, p = resolve(path)
+    fs.create_dir(p, recursive=True)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    fs, p = resolve(path)
+    with fs.open_input_stream(p) as f:
+        return f.read()
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write atomically on local disk (temp file + rename), so a crash leaves no half file."""
+    fs, p = resolve(path)
+    fs.create_dir(posixpath.dirname(p), recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = p + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        Path(tmp).replace(p)
+        return
+    with fs.open_output_stream(p) as f:
+        f.write(data)
+
+
+def list_files(folder: str | Path, exts: Iterable[str] | None = None, recursive: bool = False) -> list[str]:
+    """Sorted file paths (URIs keep their scheme) in ``folder`` with one of ``exts``."""
+    fs, p = resolve(folder)
+    info = fs.get_file_info(p)
+    if info.type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{folder} is not a folder")
+    sel = pafs.FileSelector(p, recursive=recursive)
+    exts = tuple(e.lower() for e in exts) if exts else None
+    out = []
+    for fi in fs.get_file_info(sel):
+        if fi.type != pafs.FileType.File or fi.base_name.startswith("."):
+            continue
+        if exts and not fi.base_name.lower().endswith(exts):
+            continue
+        rel = posixpath.relpath(fi.path, p)
+        out.append(join(folder, rel) if is_uri(folder) else str(Path(p, rel)))
+    return sorted(out)
+
+
+def stem(path: str | Path) -> str:
+    name = posixpath.basename(str(path))
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+# ---------------------------------------------------------------- images
+def _decode(data: bytes, flags: int, name: str) -> np.ndarray:
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file; expected an image (JPEG, PNG, WebP)")
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if arr is None:
+        raise ImageDecodeError(f"{name}: not a readable image (corrupt, truncated or unsupported format); re-export it as JPEG or PNG")
+    return arr
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint16:
+        return (arr // 257).astype(np.uint8)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
+        hi = float(arr.max()) if arr.size else 1.0
+        return np.clip(arr * (255.0 / max(hi, 1e-6) if hi > 1.0 else 255.0), 0, 255).astype(np.uint8)
+    return arr
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Bytes -> ``(H, W, 3) uint8`` RGB (EXIF orientation applied; gray/16-bit converted)."""
+    arr = _to_uint8(_decode(data, cv2.IMREAD_COLOR, name))
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def decode_rgba(data: bytes, name: str = "image") -> np.ndarray:
+    """Bytes -> ``(H, W, 4) uint8`` RGBA; images without alpha get an opaque alpha."""
+    arr = _to_uint8(_decode(data, cv2.IMREAD_UNCHANGED, name))
+    if arr.ndim == 2:
+        arr = cv2.cvtColor(arr, cv2.COLOR_GRAY2RGBA)
+    elif arr.shape[2] == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGBA)
+    else:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+    return arr
+
+
+def decode_mask(data: bytes, name: str = "mask") -> np.ndarray:
+    """Bytes -> ``(H, W) uint8 0..255``; an RGBA file gives its alpha, RGB its luminance."""
+    arr = _to_uint8(_decode(data, cv2.IMREAD_UNCHANGED, name))
+    if arr.ndim == 3:
+        arr = arr[:, :, 3] if arr.shape[2] == 4 else cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY)
+    return arr
+
+
+def encode_png(arr: np.ndarray, compression: int = 1) -> bytes:
+    """``(H, W)``, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA uint8 -> PNG bytes (fast level 1 by default)."""
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise ValueError(f"could not encode PNG of shape {arr.shape}")
+    return buf.tobytes()
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
+    """``(H, W, 3) uint8`` RGB -> JPEG bytes."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"could not encode JPEG of shape {rgb.shape}")
+    return buf.tobytes()
+
+
+def encode_image(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 92) -> bytes:
+    if fmt in ("jpeg", "jpg"):
+        return encode_jpeg(rgb, quality)
+    if fmt == "png":
+        return encode_png(rgb)
+    raise ValueError(f"unknown image format {fmt!r}; use 'jpeg' or 'png'")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    return decode_image(read_bytes(path), name=str(path))
+
+
+def read_rgba(path: str | Path) -> np.ndarray:
+    return decode_rgba(read_bytes(path), name=str(path))
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    return decode_mask(read_bytes(path), name=str(path))
+
+
+# ---------------------------------------------------------------- parquet
+def write_parquet(table: pa.Table | list[dict], path: str | Path) -> None:
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pylist(table)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """One parquet file, or every ``*.parquet`` in a folder (sorted), as one table."""
+    fs, p = resolve(path)
+    if fs.get_file_info(p).type == pafs.FileType.Directory:
+        files = [f for f in list_files(path, [".parquet"], recursive=True)]
+        if not files:
+            raise FileNotFoundError(f"{path} holds no parquet files")
+        return pa.concat_tables([read_parquet(f, columns) for f in files])
+    return pq.read_table(p, filesystem=fs, columns=columns)
+
+
+# ---------------------------------------------------------------- labelled folders
+def read_categories(path: str | Path, key: str = "stem", value: str = "category") -> dict[str, str]:
+    """A CSV with a ``stem`` (or other ``key``) column and a ``category`` column -> mapping."""
+    import csv
+    import io as _io
+
+    text = read_bytes(path).decode("utf-8-sig")
+    rows = list(csv.DictReader(_io.StringIO(text)))
+    if rows and (key not in rows[0] or value not in rows[0]):
+        raise ValueError(f"{path}: expected columns {key!r} and {value!r}, found {list(rows[0])}")
+    return {r[key]: r[value] for r in rows}
+
+
+def labelled_folder(folder: str | Path) -> list[dict]:
+    """Items of a labelled folder: ``images/<stem>.<ext>`` with ``masks/<stem>.png``.
+
+    Returns dicts ``{stem, image, mask, category}`` (paths; category from an optional
+    ``categories.csv`` with ``stem, category``, else ``"unknown"``), sorted by stem. Images
+    without a mask are left out and logged.
+    """
+    import logging
+
+    images = list_files(join(folder, "images"), IMAGE_EXTS)
+    masks = {stem(m): m for m in list_files(join(folder, "masks"), IMAGE_EXTS)}
+    cats_path = join(folder, "categories.csv")
+    cats = read_categories(cats_path) if exists(cats_path) else {}
+    items, missing = [], []
+    for img in images:
+        s = stem(img)
+        if s not in masks:
+            missing.append(s)
+            continue
+        items.append({"stem": s, "image": img, "mask": masks[s], "category": cats.get(s, "unknown")})
+    if missing:
+        logging.getLogger(__name__).warning("%s: %d images have no mask in masks/ and are left out (e.g. %s)",
+                                            folder, len(missing), missing[0])
+    return items

@@ -1,0 +1,49 @@
+"""Starting or joining Ray the same way in every stage.
+
+``init_ray(address)`` joins a cluster when an address is given (``--address`` or
+``RAY_ADDRESS``); otherwise it starts an embedded local Ray that writes nothing outside
+``RAY_TMPDIR`` (default ``<tmp>/segsynth-ray``) and sends no usage stats.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Ray Train + Ray Data on a 2-core machine hangs when the train workers hold every CPU; the
+# embedded Ray advertises at least this many logical CPUs so data tasks can always schedule.
+MIN_LOCAL_CPUS = 4
+
+
+def prepare_env() -> None:
+    """Environment for a quiet, self-contained local Ray (safe to call many times)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TMPDIR", str(Path(tempfile.gettempdir(), "segsynth-ray")))
+    Path(os.environ["RAY_TMPDIR"], "ray").mkdir(parents=True, exist_ok=True)
+    # Worker processes must not try the model hub unless the user opted in.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray. Returns ray."""
+    prepare_env()
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "SEGSYNTH_DATA") if k in os.environ}
+    runtime_env = {"env_vars": env_vars} if env_vars else None
+    if address:
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, **kwargs)
+    else:
+        n = num_cpus or max(os.cpu_count() or 1, MIN_LOCAL_CPUS)
+        log.info("starting an embedded local Ray with %d logical CPUs (temp dir %s)", n, os.environ["RAY_TMPDIR"])
+        ray.init(num_cpus=n, include_dashboard=False, runtime_env=runtime_env,
+                 _temp_dir=str(Path(os.environ["RAY_TMPDIR"], "ray")), logging_level=logging.WARNING, **kwargs)
+    return ray

@@ -1,0 +1,314 @@
+"""``segsynth synth``: cutouts x backgrounds -> synthetic parquet shards, on Ray Data.
+
+The manifest expands into ``(cutout_id, k)`` rows, grouped into fixed shards of ``shard_size``
+rows in a fixed order. Ray Data maps one :class:`ShardWriter` actor pool (``workers`` actors)
+over the shards; each call composites one shard and writes ``OUT/shards/shard-XXXXX.parquet``
+atomically. So:
+
+- a sample is a pure function of ``(seed, cutout_id, k)`` and the inputs, whatever the number
+  of workers or their order;
+- memory is bounded by ``workers x shard_size`` samples, however many samples there are;
+- a re-run skips the shards already written (and refuses an ``out`` made with another config);
+- a corrupt cutout or background is skipped, counted and named; the job goes on.
+
+With ``rooms.enabled`` the empty rooms are generated on the fly: a GPU stage (diffusers actors)
+adds generated rooms to each shard row, streaming into the CPU compositing stage, each stage
+with its own resources and pool size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from segsynth import io
+from segsynth.config import ConfigError, dump_config, save_config
+from segsynth.synth import Background, CompositeConfig, Cutout, make_sample, load_backgrounds, load_cutouts
+
+log = logging.getLogger(__name__)
+
+SHARD_DIR = "shards"
+SUMMARY = "summary.json"
+CONTACT_SHEET = "contact_sheet.png"
+# Keys of the config that change the samples: a re-run into the same ``out`` must match them.
+SAMPLE_KEYS = ("cutouts", "backgrounds", "seed", "size", "samples_per_cutout", "shard_size", "categories",
+               "limit_cutouts", "image_format", "jpeg_quality", "distractor_cutouts", "composite", "rooms")
+
+
+@dataclass(frozen=True)
+class OnTheFlyRooms:
+    """Empty rooms generated with diffusers while compositing (see ``segsynth rooms``)."""
+
+    enabled: bool = False
+    model: str = "stabilityai/stable-diffusion-2-1-base"  # local folder, or a hub id where the hub is reachable
+    per_shard: int = 4          # rooms generated for each shard, used as its room/scene canvases
+    size: int = 512
+    steps: int = 25
+    guidance_scale: float = 7.5
+    batch_size: int = 4
+    workers: int = 1            # diffusion actors
+    num_gpus: float = 1.0       # per diffusion actor; 0 runs on CPU
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    cutouts: str = "outputs/demo/cutouts"        # cutout folder (with manifest.parquet) or the manifest file
+    backgrounds: list[str] = field(default_factory=list)  # folders of room photos or background libraries
+    out: str = "outputs/demo/synth"
+    seed: int = 0
+    size: int = 512                               # output side in px (square)
+    samples_per_cutout: int = 8
+    workers: int = 2                              # compositing actors
+    cpus_per_worker: float = 1.0
+    shard_size: int = 64                          # samples per parquet shard (and per task)
+    categories: Optional[list[str]] = None        # main products' categories; None: all
+    distractor_cutouts: Optional[str] = None      # where distractors come from; None: the same manifest
+    limit_cutouts: Optional[int] = None
+    image_format: Literal["jpeg", "png"] = "jpeg"
+    jpeg_quality: int = 92
+    write_folders: bool = False                   # also OUT/images/*.jpg and OUT/masks/*.png
+    contact_sheet: int = 24                       # samples on OUT/contact_sheet.png; 0: none
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
+    rooms: OnTheFlyRooms = field(default_factory=OnTheFlyRooms)
+
+    def check_inputs(self) -> None:
+        if self.size < 32:
+            raise ConfigError(f"size: {self.size} px is too small; use at least 32")
+        for key in ("samples_per_cutout", "workers", "shard_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be at least 1, got {getattr(self, key)}")
+        if self.cpus_per_worker <= 0:
+            raise ConfigError(f"cpus_per_worker: must be > 0, got {self.cpus_per_worker}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"jpeg_quality: must be in 1..100, got {self.jpeg_quality}")
+
+
+def manifest_path(cutouts: str) -> str:
+    return cutouts if cutouts.endswith(".parquet") else io.join(cutouts, "manifest.parquet")
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.parquet"
+
+
+def sample_filename(sample_id: str) -> str:
+    """A file stem for a sample id (``catalog/000.1#3`` -> ``catalog__000.1_k3``)."""
+    return sample_id.replace("/", "__").replace("#", "_k")
+
+
+def plan_shards(cfg: SynthConfig) -> list[dict]:
+    """The fixed list of shards: ``{shard, cutout_ids, ks}``, from the manifest alone."""
+    path = manifest_path(cfg.cutouts)
+    if not io.exists(path):
+        raise FileNotFoundError(f"cutout manifest {path} not found; run `segsynth cutouts` first or set cutouts=FOLDER")
+    table = io.read_parquet(path, columns=["cutout_id", "category"])
+    rows = sorted(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
+    if cfg.categories is not None:
+        wanted = set(cfg.categories)
+        rows = [r for r in rows if r[1] in wanted]
+    if cfg.limit_cutouts is not None:
+        rows = rows[: cfg.limit_cutouts]
+    if not rows:
+        raise ValueError(f"no cutouts to composite in {path} (categories={cfg.categories}); check the manifest and `categories`")
+    pairs = [(cid, k) for cid, _ in rows for k in range(cfg.samples_per_cutout)]
+    n = cfg.shard_size
+    return [{"shard": i // n, "cutout_ids": [p[0] for p in pairs[i:i + n]], "ks": [p[1] for p in pairs[i:i + n]]}
+            for i in range(0, len(pairs), n)]
+
+
+class ShardWriter:
+    """Composites and writes whole shards; a Ray Data ``map_batches`` callable class.
+
+    ``__init__`` loads the cutout manifest's bytes, the distractor pool and the backgrounds
+    once per actor; ``__call__`` takes a batch of shard rows and returns one summary row per
+    shard. It works the same outside Ray (the plain-loop baseline calls it directly).
+    """
+
+    def __init__(self, cfg: SynthConfig):
+        self.cfg = cfg
+        table = io.read_parquet(manifest_path(cfg.cutouts), columns=["cutout_id", "category", "rgba"])
+        self._rgba = dict(zip(table.column("cutout_id").to_pylist(), table.column("rgba").to_pylist()))
+        self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
+        del table
+        categories = list(cfg.composite.distractor_categories) or None
+        self.distractors, skipped = load_cutouts(manifest_path(cfg.distractor_cutouts or cfg.cutouts), categories)
+        self.skipped_distractors = [name for name, _ in skipped]
+        self.backgrounds, bg_skipped = load_backgrounds(cfg.backgrounds) if cfg.backgrounds else ([], [])
+        self.skipped_backgrounds = [name for name, _ in bg_skipped]
+        self._cutout = lru_cache(maxsize=64)(self._decode_cutout)
+
+    def _decode_cutout(self, cutout_id: str) -> Cutout:
+        rgba = io.decode_rgba(self._rgba[cutout_id], name=f"cutout {cutout_id}")
+        return Cutout(cutout_id=cutout_id, category=self._category[cutout_id], rgba=rgba)
+
+    def _encode(self, image: np.ndarray) -> bytes:
+        if self.cfg.image_format == "png":
+            return io.encode_png(image)
+        return io.encode_jpeg(image, self.cfg.jpeg_quality)
+
+    def make_shard(self, cutout_ids: list[str], ks: list[int], rooms: list[Background] | None = None) -> tuple[pa.Table, list[str]]:
+        """Composite one shard -> (table in the synthetic-dataset contract, corrupt cutout ids)."""
+        cfg = self.cfg
+        backgrounds = self.backgrounds if rooms is None else rooms
+        rows, corrupt = [], []
+        for cutout_id, k in zip(cutout_ids, ks):
+            try:
+                cutout = self._cutout(cutout_id)
+            except io.ImageDecodeError as e:
+                if cutout_id not in corrupt:
+                    log.warning("skipping corrupt cutout: %s", e)
+                    corrupt.append(cutout_id)
+                continue
+            sample = make_sample(cutout, int(k), seed=cfg.seed, size=cfg.size, cfg=cfg.composite,
+                                 backgrounds=backgrounds, distractors=self.distractors)
+            sample_id = f"{cutout_id}#{int(k)}"
+            rows.append({"sample_id": sample_id, "cutout_id": cutout_id, "category": cutout.category,
+                         "k": int(k), "seed": cfg.seed, "image": self._encode(sample.image),
+                         "mask": io.encode_png(sample.mask), **sample.meta})
+            if cfg.write_folders:
+                stem = sample_filename(sample_id)
+                io.write_bytes(io.join(cfg.out, "images", f"{stem}.{'png' if cfg.image_format == 'png' else 'jpg'}"), rows[-1]["image"])
+                io.write_bytes(io.join(cfg.out, "masks", f"{stem}.png"), rows[-1]["mask"])
+        return pa.Table.from_pylist(rows), corrupt
+
+    def __call__(self, batch: dict) -> dict:
+        out = {"shard": [], "samples": [], "corrupt": [], "bg_kinds": [], "skipped_inputs": []}
+        for i, shard in enumerate(batch["shard"]):
+            rooms = None
+            if "room_images" in batch:
+                rooms = [Background(bg_id=str(bid), rgb=io.decode_image(img, name=str(bid)))
+                         for bid, img in zip(batch["room_ids"][i], batch["room_images"][i])] + list(self.backgrounds)
+            table, corrupt = self.make_shard(list(batch["cutout_ids"][i]), list(batch["ks"][i]), rooms)
+            io.write_parquet(table, io.join(self.cfg.out, SHARD_DIR, shard_name(int(shard))))
+            kinds = table.column("bg_kind").to_pylist() if table.num_rows else []
+            out["shard"].append(int(shard))
+            out["samples"].append(table.num_rows)
+            out["corrupt"].append(json.dumps(corrupt))
+            out["bg_kinds"].append(json.dumps({k: kinds.count(k) for k in sorted(set(kinds))}))
+            out["skipped_inputs"].append(json.dumps({"backgrounds": self.skipped_backgrounds,
+                                                     "distractors": self.skipped_distractors}))
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _check_existing_config(cfg: SynthConfig) -> None:
+    """Refuse to resume into ``out`` when the samples there were made with other settings."""
+    import yaml
+
+    path = io.join(cfg.out, "config.yaml")
+    if not io.exists(path):
+        return
+    old = yaml.safe_load(io.read_bytes(path)) or {}
+    new = yaml.safe_load(dump_config(cfg))
+    changed = [k for k in SAMPLE_KEYS if old.get(k) != new.get(k)]
+    if changed:
+        raise ConfigError(f"{cfg.out} already holds samples made with a different {', '.join(changed)}; "
+                          f"use a new out=FOLDER or delete {cfg.out} to start over")
+
+
+def _pending(cfg: SynthConfig, shards: list[dict]) -> list[dict]:
+    return [s for s in shards if not io.exists(io.join(cfg.out, SHARD_DIR, shard_name(s["shard"])))]
+
+
+def _room_stage(ds, cfg: SynthConfig):
+    """Add ``room_ids``/``room_images`` to each shard row with diffusers actors (GPU when asked)."""
+    from segsynth.pipeline.rooms import ShardRooms
+
+    r = cfg.rooms
+    return ds.map_batches(ShardRooms, fn_constructor_kwargs={"cfg": r, "seed": cfg.seed}, batch_size=1,
+                          concurrency=r.workers, num_gpus=r.num_gpus or None, num_cpus=0 if r.num_gpus else 1)
+
+
+def run(cfg: SynthConfig, address: str | None = None) -> dict:
+    from tqdm import tqdm
+
+    from segsynth.pipeline.ray_env import init_ray
+
+    started = time.time()
+    _check_existing_config(cfg)
+    shards = plan_shards(cfg)
+    save_config(cfg, cfg.out)
+    pending = _pending(cfg, shards)
+    n_samples = sum(len(s["ks"]) for s in shards)
+    log.info("synth: %d samples in %d shards of %d (%d already written) -> %s",
+             n_samples, len(shards), cfg.shard_size, len(shards) - len(pending), cfg.out)
+    results = []
+    if pending:
+        ray = init_ray(address)
+        ds = ray.data.from_items(pending, override_num_blocks=len(pending))
+        if cfg.rooms.enabled:
+            ds = _room_stage(ds, cfg)
+        ds = ds.map_batches(ShardWriter, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
+                            concurrency=cfg.workers, num_cpus=cfg.cpus_per_worker)
+        with tqdm(total=len(pending), desc="shards", unit="shard") as bar:
+            for row in ds.iter_rows():
+                results.append(row)
+                bar.update(1)
+    summary = summarize(cfg, shards, results, time.time() - started)
+    if cfg.contact_sheet:
+        summary["contact_sheet"] = write_contact_sheet(cfg)
+    io.write_bytes(io.join(cfg.out, SUMMARY), json.dumps(summary, indent=2).encode())
+    log.info("synth: wrote %d new samples (%d shards skipped as already written) to %s",
+             summary["samples_written"], summary["shards_skipped"], cfg.out)
+    for key in ("corrupt_cutouts", "skipped_backgrounds", "skipped_distractors"):
+        if summary[key]:
+            log.warning("synth: %s (%d): %s", key.replace("_", " "), len(summary[key]), ", ".join(summary[key]))
+    return summary
+
+
+def summarize(cfg: SynthConfig, shards: list[dict], results: list[dict], seconds: float) -> dict:
+    corrupt = sorted({c for r in results for c in json.loads(r["corrupt"])})
+    kinds: dict[str, int] = {}
+    for r in results:
+        for k, v in json.loads(r["bg_kinds"]).items():
+            kinds[k] = kinds.get(k, 0) + v
+    written = int(sum(r["samples"] for r in results))
+    skipped = [json.loads(r["skipped_inputs"]) for r in results]
+    skipped_bg = sorted({name for s in skipped for name in s["backgrounds"]})
+    skipped_distractors = sorted({name for s in skipped for name in s["distractors"]})
+    return {
+        "out": cfg.out,
+        "shards": len(shards),
+        "shards_written": len(results),
+        "shards_skipped": len(shards) - len(results),
+        "samples_written": written,
+        "samples_per_second": round(written / seconds, 2) if seconds > 0 else None,
+        "seconds": round(seconds, 1),
+        "bg_kinds": kinds,
+        "corrupt_cutouts": corrupt,
+        "skipped_backgrounds": skipped_bg,
+        "skipped_distractors": skipped_distractors,
+    }
+
+
+def write_contact_sheet(cfg: SynthConfig, columns: int = 6, tile: int = 160) -> str | None:
+    """A PNG grid of the first samples: each tile is the image with its mask's outline."""
+    import cv2
+
+    files = io.list_files(io.join(cfg.out, SHARD_DIR), [".parquet"])
+    tiles = []
+    for f in files:
+        table = io.read_parquet(f, columns=["image", "mask"]).slice(0, cfg.contact_sheet - len(tiles))
+        for img, mask in zip(table.column("image").to_pylist(), table.column("mask").to_pylist()):
+            rgb = cv2.resize(io.decode_image(img), (tile, tile), interpolation=cv2.INTER_AREA)
+            m = cv2.resize(io.decode_mask(mask), (tile, tile), interpolation=cv2.INTER_NEAREST)
+            contours, _ = cv2.findContours((m > 127).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(rgb, contours, -1, (255, 0, 255), 1)
+            tiles.append(np.concatenate([rgb, cv2.cvtColor(m, cv2.COLOR_GRAY2RGB)], axis=1))
+        if len(tiles) >= cfg.contact_sheet:
+            break
+    if not tiles:
+        return None
+    rows = [tiles[i:i + columns] for i in range(0, len(tiles), columns)]
+    blank = np.zeros_like(tiles[0])
+    sheet = np.concatenate([np.concatenate(r + [blank] * (columns - len(r)), axis=1) for r in rows], axis=0)
+    path = io.join(cfg.out, CONTACT_SHEET)
+    io.write_bytes(path, io.encode_png(sheet))
+    return path

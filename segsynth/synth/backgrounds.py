@@ -1,0 +1,85 @@
+"""Background generators: each returns a fresh ``(size, size, 3) uint8`` RGB frame.
+
+Noise is always made at the output resolution (:func:`noise_field`) and only blurred there:
+made small and enlarged, it would be smooth blobs, not the pixel-level grain a model must learn
+to ignore.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from segsynth.synth.config import CompositeConfig
+from segsynth.synth.library import Background
+
+
+def random_color(rng: np.random.Generator) -> np.ndarray:
+    """A plausible wall/studio colour: ``(3,) float32`` 0..255, mostly muted, sometimes saturated."""
+    hue = rng.uniform(0, 360)
+    sat = rng.uniform() ** 1.5
+    val = rng.uniform(0.15, 1.0)
+    hsv = np.array([[[hue, sat, val]]], np.float32)  # float HSV: H 0..360, S and V 0..1
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0] * np.float32(255)
+
+
+def white(rng: np.random.Generator, size: int, cfg: CompositeConfig) -> np.ndarray:
+    """Near-white studio backdrop with a slight linear gradient in a random direction."""
+    level = rng.uniform(cfg.bg_white_min, 255.0)
+    drop = rng.uniform(0.0, cfg.bg_white_gradient_max)
+    tint = rng.uniform(-3.0, 3.0, 3).astype(np.float32)  # a faint warm/cool cast
+    angle = rng.uniform(0, 2 * np.pi)
+    t = np.linspace(0.0, 1.0, size, dtype=np.float32)
+    gx, gy = np.cos(angle), np.sin(angle)
+    # ramp(x, y) in 0..1 along the gradient direction: an outer sum, no per-pixel trig
+    ramp = np.add.outer(t * gy, t * gx) / (abs(gx) + abs(gy))
+    ramp -= ramp.min()
+    base = (level - drop * ramp)[:, :, None] + tint
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def solid(rng: np.random.Generator, size: int, cfg: CompositeConfig) -> np.ndarray:
+    """One flat colour."""
+    color = np.clip(np.round(random_color(rng)), 0, 255).astype(np.uint8)
+    return np.broadcast_to(color, (size, size, 3)).copy()
+
+
+def noise_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """I.i.d. uniform ``uint8`` noise of exactly ``shape`` (std ~73.9), from the sample's generator."""
+    n = int(np.prod(shape))
+    return np.frombuffer(rng.bytes(n), np.uint8).reshape(shape)
+
+
+def noise(rng: np.random.Generator, size: int, cfg: CompositeConfig) -> tuple[np.ndarray, float]:
+    """Grainy noise around a random colour, made at ``size`` and blurred at ``size``.
+
+    Returns the frame and the blur sigma used (pixels). The noise amplitude (std, 0..255 units)
+    is kept after the blur, so fine and coarse grain look equally strong.
+    """
+    color = random_color(rng)
+    amp = rng.uniform(cfg.bg_noise_amp_min, cfg.bg_noise_amp_max)
+    sigma = rng.uniform(cfg.bg_noise_blur_min_px, cfg.bg_noise_blur_max_px)
+    channels = 3 if rng.uniform() < cfg.bg_noise_color_prob else 1
+    field = noise_field(rng, (size, size, channels) if channels == 3 else (size, size))
+    gain = 1.0
+    if sigma >= 0.3:
+        field = cv2.GaussianBlur(field.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        k = cv2.getGaussianKernel(2 * int(np.ceil(3 * sigma)) + 1, sigma)
+        gain = float((k ** 2).sum())  # std of a blurred i.i.d. field = std * sum(k1^2) (separable kernel)
+    scale = amp / (73.9 * gain)
+    out = field.astype(np.float32, copy=False) * np.float32(scale) - np.float32(127.5 * scale)
+    out = out[:, :, None] + color if channels == 1 else out + color
+    return np.clip(out, 0, 255).astype(np.uint8), float(sigma)
+
+
+def room(rng: np.random.Generator, size: int, cfg: CompositeConfig, bg: Background) -> np.ndarray:
+    """A random square crop of a room photo (zoom, position, mirror), resized to ``size``."""
+    h, w = bg.rgb.shape[:2]
+    side = max(1, int(round(min(h, w) * rng.uniform(cfg.bg_room_zoom_min, 1.0))))
+    y0 = int(rng.integers(0, h - side + 1))
+    x0 = int(rng.integers(0, w - side + 1))
+    crop = bg.rgb[y0:y0 + side, x0:x0 + side]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    out = cv2.resize(crop, (size, size), interpolation=interp)
+    if rng.uniform() < cfg.bg_room_flip_prob:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)

@@ -1,0 +1,125 @@
+"""The compositing knobs: one frozen dataclass, filled from YAML by ``segsynth.config.load_config``.
+
+Knobs are grouped by prefix (``bg_*``, ``placement_*``, ``shadow_*``, ``distractor_*``,
+``occluder_*``, ``text_*``, ``blend_*``). Sizes are fractions of the output side (``size``)
+unless the name ends in ``_px``; mixtures are ``{name: weight}`` mappings whose weights need
+not sum to 1 (they are normalised), a weight of 0 turns that option off.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from segsynth.config import ConfigError
+
+BG_KINDS = ("white", "solid", "noise", "room", "scene")
+LIBRARY_KINDS = ("room", "scene")  # the kinds that need room photos from a background library
+PLACEMENTS = ("center", "golden", "random")
+SHADOW_TYPES = ("shape", "ellipse")
+BLEND_MODES = ("none", "feathered", "motion")
+
+
+@dataclass(frozen=True)
+class CompositeConfig:
+    """How one (cutout, k) becomes an image and its mask. All fields have production defaults."""
+
+    # -- backgrounds
+    bg_weights: dict[str, float] = field(default_factory=lambda: {
+        "white": 0.15, "solid": 0.10, "noise": 0.10, "room": 0.35, "scene": 0.30})
+    bg_white_min: int = 235               # near-white level, 0..255 (catalog photos sit at 240..255)
+    bg_white_gradient_max: float = 18.0   # largest corner-to-corner brightness drop of the white gradient
+    bg_noise_amp_min: float = 8.0         # std of the noise around its base colour, in 0..255 units
+    bg_noise_amp_max: float = 60.0
+    bg_noise_blur_min_px: float = 0.0     # noise is made at the output size, then blurred this much
+    bg_noise_blur_max_px: float = 3.0     # (sigma, pixels); 0 = white noise, pixel-level grain
+    bg_noise_color_prob: float = 0.5      # coloured (per-channel) noise, else grey noise on a colour
+    bg_room_zoom_min: float = 0.5         # a room crop is this fraction (..1) of the photo's shorter side
+    bg_room_flip_prob: float = 0.5
+
+    # -- placement of the product
+    placement_weights: dict[str, float] = field(default_factory=lambda: {
+        "center": 0.3, "golden": 0.3, "random": 0.4})
+    placement_jitter: float = 0.04        # std of the random shift added to centre / golden points
+    placement_margin: float = 0.02        # the product keeps at least this far from every border
+    scale_min: float = 0.45               # the product's longer side as a fraction of the frame
+    scale_max: float = 0.9
+    product_flip_prob: float = 0.5
+
+    # -- shadow under the product (background in the mask)
+    shadow_prob: float = 0.7
+    shadow_weights: dict[str, float] = field(default_factory=lambda: {"shape": 0.5, "ellipse": 0.5})
+    shadow_opacity_min: float = 0.15
+    shadow_opacity_max: float = 0.6
+    shadow_blur_min: float = 0.01         # Gaussian sigma as a fraction of the product's longer side
+    shadow_blur_max: float = 0.06
+    shadow_offset_max: float = 0.04       # random shift of the shadow, fraction of the product side
+    shadow_squash_min: float = 0.08       # "shape" shadow: height factor of the projected silhouette
+    shadow_squash_max: float = 0.45
+    shadow_shear_max: float = 0.8         # "shape" shadow: horizontal shear of the silhouette
+    shadow_ellipse_width_min: float = 0.6  # "ellipse" shadow: width as a fraction of product width
+    shadow_ellipse_width_max: float = 1.3
+
+    # -- distractor products behind the main one (only in "scene" backgrounds)
+    distractor_categories: list[str] = field(default_factory=lambda: ["chair", "plant", "table", "dresser"])
+    distractor_count_min: int = 1
+    distractor_count_max: int = 4
+    distractor_scale_min: float = 0.2     # longer side as a fraction of the frame
+    distractor_scale_max: float = 0.6
+
+    # -- things in front of the product: removed from the mask
+    occluder_prob: float = 0.1
+    occluder_scale_min: float = 0.15      # occluder's longer side as a fraction of the product's
+    occluder_scale_max: float = 0.45
+    text_prob: float = 0.15               # a dimension label ("120 cm") over the product
+    text_height_min: float = 0.03         # text height as a fraction of the frame
+    text_height_max: float = 0.07
+
+    # -- edge blending of the product into the background
+    blend_weights: dict[str, float] = field(default_factory=lambda: {
+        "none": 0.4, "feathered": 0.4, "motion": 0.2})
+    blend_feather_max_px: float = 2.0     # sigma of the inward feather of the alpha edge
+    blend_motion_max_px: float = 5.0      # length of the motion-blur kernel
+
+    def check_inputs(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad knob and how to fix it."""
+        for name, valid in (("bg_weights", BG_KINDS), ("placement_weights", PLACEMENTS),
+                            ("shadow_weights", SHADOW_TYPES), ("blend_weights", BLEND_MODES)):
+            weights = getattr(self, name)
+            for key, w in weights.items():
+                if key not in valid:
+                    raise ConfigError(f"{name}: unknown option {key!r}; valid options: {', '.join(valid)}")
+                if not w >= 0:
+                    raise ConfigError(f"{name}.{key}: weights must be >= 0, got {w}")
+            if not sum(weights.values()) > 0:
+                raise ConfigError(f"{name}: at least one weight must be > 0 (options: {', '.join(valid)})")
+        for name in ("bg_room_flip_prob", "bg_noise_color_prob", "product_flip_prob", "shadow_prob",
+                     "occluder_prob", "text_prob"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"{name}: a probability must be in [0, 1], got {p}")
+        if not 0 <= self.bg_white_min <= 255:
+            raise ConfigError(f"bg_white_min: must be in 0..255, got {self.bg_white_min}")
+        if not 0.0 < self.bg_room_zoom_min <= 1.0:
+            raise ConfigError(f"bg_room_zoom_min: must be in (0, 1], got {self.bg_room_zoom_min}")
+        if not 0.0 < self.scale_max <= 1.0:
+            raise ConfigError(f"scale_max: the product must fit the frame, so 0 < scale_max <= 1, got {self.scale_max}")
+        if not 0.0 <= self.placement_margin < 0.25:
+            raise ConfigError(f"placement_margin: must be in [0, 0.25), got {self.placement_margin}")
+        if self.distractor_count_min < 0:
+            raise ConfigError(f"distractor_count_min: must be >= 0, got {self.distractor_count_min}")
+        nonneg = ("bg_white_gradient_max", "bg_noise_amp_min", "bg_noise_blur_min_px", "placement_jitter",
+                  "shadow_opacity_min", "shadow_blur_min", "shadow_offset_max", "shadow_squash_min",
+                  "shadow_shear_max", "shadow_ellipse_width_min", "distractor_scale_min",
+                  "occluder_scale_min", "text_height_min", "blend_feather_max_px", "blend_motion_max_px")
+        for name in nonneg:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.shadow_opacity_max > 1.0:
+            raise ConfigError(f"shadow_opacity_max: an opacity is at most 1, got {self.shadow_opacity_max}")
+        if self.scale_min <= 0:
+            raise ConfigError(f"scale_min: must be > 0, got {self.scale_min}")
+        names = {f.name for f in fields(self)}
+        for lo in sorted(n for n in names if "_min" in n):
+            hi = lo.replace("_min", "_max")
+            if hi in names and getattr(self, lo) > getattr(self, hi):
+                raise ConfigError(f"{lo} ({getattr(self, lo)}) is greater than {hi} ({getattr(self, hi)}); "
+                                  f"set {lo} <= {hi}")

@@ -1,0 +1,153 @@
+"""Inputs of the compositing engine: product cutouts and room photos, and their loaders.
+
+Both loaders return items sorted by id (so a sample's distractors and room do not depend on
+file-system order) and a list of ``(id, reason)`` for inputs that were skipped: one corrupt
+file is logged and left out, it never stops the job.
+"""
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from segsynth import io
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.parquet"
+
+
+@dataclass(frozen=True, eq=False)
+class Cutout:
+    """A product cut out of its photo: ``rgba`` is ``(h, w, 4) uint8``, tight crop, alpha = mask."""
+
+    cutout_id: str
+    category: str
+    rgba: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Background:
+    """A room photo: ``rgb`` is ``(H, W, 3) uint8``."""
+
+    bg_id: str
+    rgb: np.ndarray
+
+
+def _manifest_path(manifest: str) -> str:
+    """A manifest parquet file, or the cutouts folder holding ``manifest.parquet``."""
+    candidate = io.join(manifest, MANIFEST_NAME)
+    if not str(manifest).endswith(".parquet") and io.exists(candidate):
+        return candidate
+    return str(manifest)
+
+
+def load_cutouts(manifest: str, categories: Sequence[str] | None = None
+                 ) -> tuple[list[Cutout], list[tuple[str, str]]]:
+    """Cutouts from a cutout manifest (``cutout_id, category, rgba`` PNG bytes, ...).
+
+    ``manifest`` is the parquet file or the cutouts folder beside it; ``categories`` keeps only
+    those categories (case-insensitive), None keeps all. Returns (cutouts sorted by cutout_id,
+    skipped ``[(cutout_id, reason)]``): a corrupt or fully transparent PNG is skipped and logged.
+    """
+    path = _manifest_path(manifest)
+    table = io.read_parquet(path, columns=["cutout_id", "category", "rgba"])
+    wanted = {c.lower() for c in categories} if categories is not None else None
+    ids = table.column("cutout_id").to_pylist()
+    cats = table.column("category").to_pylist()
+    pngs = table.column("rgba")
+    cutouts: list[Cutout] = []
+    skipped: list[tuple[str, str]] = []
+    for i, (cid, cat) in enumerate(zip(ids, cats)):
+        if wanted is not None and str(cat).lower() not in wanted:
+            continue
+        try:
+            rgba = io.decode_rgba(pngs[i].as_py(), name=f"{path}:{cid}")
+        except io.ImageDecodeError as e:
+            skipped.append((cid, str(e)))
+            continue
+        if not rgba[:, :, 3].any():
+            skipped.append((cid, "alpha is empty (fully transparent cutout)"))
+            continue
+        cutouts.append(Cutout(cutout_id=str(cid), category=str(cat), rgba=rgba))
+    cutouts.sort(key=lambda c: c.cutout_id)
+    if skipped:
+        log.warning("%s: skipped %d of %d cutouts (e.g. %s: %s)", path, len(skipped), len(ids), *skipped[0])
+    return cutouts, skipped
+
+
+def _downscale(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return rgb
+    f = max_side / max(h, w)
+    return cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
+def _parquet_files(source: str) -> list[str]:
+    if source.endswith(".parquet"):
+        return [source]
+    try:
+        return io.list_files(source, [".parquet"], recursive=True)
+    except FileNotFoundError:
+        return []
+
+
+def load_backgrounds(sources: Sequence[str], max_side: int = 1024
+                     ) -> tuple[list[Background], list[tuple[str, str]]]:
+    """Room photos from folders of images (recursive) or background-library parquet files.
+
+    A source that is (or holds) ``*.parquet`` files is read as a background library (columns
+    ``bg_id, image`` JPEG bytes); otherwise every image under the folder is a room, its id the
+    path relative to the folder without extension. Images are downscaled so the longer side is
+    at most ``max_side``. Returns (backgrounds sorted by bg_id, skipped ``[(bg_id, reason)]``);
+    a corrupt image or a repeated bg_id is skipped and logged.
+    """
+    if isinstance(sources, str):
+        sources = [sources]
+    found: dict[str, Background] = {}
+    skipped: list[tuple[str, str]] = []
+
+    def add(bg_id: str, data: bytes, name: str) -> None:
+        if bg_id in found:
+            skipped.append((bg_id, f"duplicate bg_id (also in an earlier source); {name} left out"))
+            return
+        try:
+            rgb = io.decode_image(data, name=name)
+        except io.ImageDecodeError as e:
+            skipped.append((bg_id, str(e)))
+            return
+        found[bg_id] = Background(bg_id=bg_id, rgb=_downscale(rgb, max_side))
+
+    for source in sources:
+        source = str(source)
+        parquets = _parquet_files(source)
+        if parquets:
+            for pf in parquets:
+                table = io.read_parquet(pf, columns=["bg_id", "image"])
+                images = table.column("image")
+                for i, bg_id in enumerate(table.column("bg_id").to_pylist()):
+                    add(str(bg_id), images[i].as_py() or b"", f"{pf}:{bg_id}")
+            continue
+        files = io.list_files(source, io.IMAGE_EXTS, recursive=True)
+        if not files:
+            raise FileNotFoundError(f"background source {source} holds no images ({', '.join(io.IMAGE_EXTS)}) "
+                                    "and no parquet files; pass a folder of room photos or a backgrounds.parquet")
+        fs, root = io.resolve(source)
+        for f in files:
+            _, p = io.resolve(f)
+            rel = posixpath.relpath(p.replace("\\", "/"), root.replace("\\", "/"))
+            bg_id = rel.rsplit(".", 1)[0]
+            try:
+                data = io.read_bytes(f)
+            except OSError as e:
+                skipped.append((bg_id, f"{f}: cannot read ({e})"))
+                continue
+            add(bg_id, data, f)
+    if skipped:
+        log.warning("backgrounds: skipped %d (e.g. %s: %s)", len(skipped), *skipped[0])
+    return sorted(found.values(), key=lambda b: b.bg_id), skipped

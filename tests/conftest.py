@@ -1,0 +1,58 @@
+"""Shared test set-up: offline hub, a self-contained local Ray, the shared real data."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports huggingface_hub or ray: a missing file must fail at once, and Ray
+# must write nothing to ~/.ray or /tmp/ray.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TMPDIR", str(Path(tempfile.gettempdir(), "segsynth-ray-tests")))
+Path(os.environ["RAY_TMPDIR"], "ray").mkdir(parents=True, exist_ok=True)
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """``$SEGSYNTH_DATA``, else ``../shared/data`` beside the repo; None when absent."""
+    env = os.environ.get("SEGSYNTH_DATA")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("shared data not found: set SEGSYNTH_DATA to the shared data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dis_model() -> Path:
+    data = shared_data_dir()
+    path = Path(os.environ.get("SEGSYNTH_DIS_MODEL", str(data.parent / "models" / "isnet-general-fp16.onnx") if data else ""))
+    if not path.is_file():
+        pytest.skip("DIS model not found: set SEGSYNTH_DIS_MODEL to isnet-general-fp16.onnx")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded local Ray for the whole test session (4 logical CPUs on 2 cores)."""
+    from segsynth.pipeline.ray_env import init_ray
+
+    ray = init_ray(num_cpus=4)
+    yield ray
+    ray.shutdown()

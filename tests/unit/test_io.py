@@ -1,0 +1,70 @@
+"""Image codecs, URIs and labelled folders."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segsynth import io
+
+
+def test_roundtrip_png_rgba_and_mask(tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 255, (7, 9, 4), dtype=np.uint8)
+    assert np.array_equal(io.decode_rgba(io.encode_png(rgba)), rgba)
+    rgb = rgba[:, :, :3].copy()
+    assert np.array_equal(io.decode_image(io.encode_png(rgb)), rgb)
+    mask = rgba[:, :, 0].copy()
+    assert np.array_equal(io.decode_mask(io.encode_png(mask)), mask)
+    assert io.decode_mask(io.encode_png(rgba)).tolist() == rgba[:, :, 3].tolist()
+
+
+def test_decode_errors_name_the_input():
+    with pytest.raises(io.ImageDecodeError, match="photo.jpg: empty"):
+        io.decode_image(b"", name="photo.jpg")
+    with pytest.raises(io.ImageDecodeError, match="photo.jpg: not a readable image"):
+        io.decode_image(b"not an image at all", name="photo.jpg")
+    jpeg = io.encode_jpeg(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(io.ImageDecodeError):
+        io.decode_image(jpeg[:20], name="truncated.jpg")
+
+
+def test_sixteen_bit_and_gray_become_rgb_uint8():
+    import cv2
+
+    gray16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    ok, buf = cv2.imencode(".png", gray16)
+    rgb = io.decode_image(buf.tobytes())
+    assert rgb.dtype == np.uint8 and rgb.shape == (8, 8, 3)
+    assert abs(int(rgb[7, 7, 0]) - 63000 / 257) <= 1
+
+
+def test_files_uris_and_parquet(tmp_path):
+    base = f"file://{tmp_path}"
+    io.write_bytes(io.join(str(tmp_path), "a", "x.png"), b"1")
+    assert io.exists(str(tmp_path / "a" / "x.png")) and io.read_bytes(base + "/a/x.png") == b"1"
+    assert io.list_files(str(tmp_path / "a"), [".png"]) == [str(tmp_path / "a" / "x.png")]
+    io.write_parquet([{"a": 1, "b": b"x"}, {"a": 2, "b": b"y"}], str(tmp_path / "t" / "p1.parquet"))
+    io.write_parquet([{"a": 3, "b": b"z"}], str(tmp_path / "t" / "p2.parquet"))
+    assert io.read_parquet(str(tmp_path / "t")).column("a").to_pylist() == [1, 2, 3]
+
+
+def test_labelled_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for stem in ("0001", "0002", "0003"):
+        (tmp_path / "images" / f"{stem}.jpg").write_bytes(io.encode_jpeg(np.zeros((4, 4, 3), np.uint8)))
+    for stem in ("0001", "0002"):
+        (tmp_path / "masks" / f"{stem}.png").write_bytes(io.encode_png(np.zeros((4, 4), np.uint8)))
+    (tmp_path / "categories.csv").write_text("stem,category\n0001,chair\n")
+    items = io.labelled_folder(str(tmp_path))
+    assert [i["stem"] for i in items] == ["0001", "0002"]
+    assert [i["category"] for i in items] == ["chair", "unknown"]
+
+
+def test_numpy_core_imports_without_ray_or_torch():
+    """The numpy core must not pull in Ray or torch (DESIGN: Ray is a thin layer at the edges)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import segsynth.io, segsynth.config, segsynth.rng, segsynth.synth, segsynth.cutouts, segsynth.metrics;"
+            "bad = [m for m in ('ray', 'torch') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
