@@ -167,3 +167,122 @@ def load_predictor(path: str | None = None, kind: str | None = None, **options) 
     if kind != "white-threshold" and path is None:
         raise ValueError(f"predictor kind {kind!r} needs a path (a checkpoint folder or .onnx file)")
     return PREDICTORS[kind](path, **options)
+
+
+# ---------------------------------------------------------------- our own models (training issue)
+def fit_to_model(rgb: np.ndarray, size: int, pad_to: int = 32) -> tuple[np.ndarray, tuple[int, int]]:
+    """Resize so the longer side is ``size`` (aspect kept), pad right/bottom to a multiple of
+    ``pad_to`` with zeros. ``(H, W, 3) uint8`` -> ``((Hp, Wp, 3) uint8, (h, w) of the content)``."""
+    h0, w0 = rgb.shape[:2]
+    scale = size / max(h0, w0)
+    h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(rgb, (w, h), interpolation=interp) if (h, w) != (h0, w0) else rgb
+    hp, wp = -(-h // pad_to) * pad_to, -(-w // pad_to) * pad_to
+    out = np.zeros((hp, wp, 3), np.uint8)
+    out[:h, :w] = resized
+    return out, (h, w)
+
+
+def normalize(batch: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+    """``(N, H, W, 3) uint8`` -> ``(N, 3, H, W) float32``: ``(x / 255 - mean) / std``."""
+    x = batch.astype(np.float32) * (1.0 / 255.0)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+class PaddedModelPredictor(Predictor):
+    """Shared flow of our models: resize (longer side to the card's ``size``), pad to 32, run in
+    batches of images that share a padded shape, unpad, resize back to each input's size.
+    Subclasses implement ``_forward((N, 3, H, W) float32) -> (N, H, W) float32 0..1``."""
+
+    def __init__(self, card: dict, batch_size: int = 8):
+        pre = card.get("preprocessing") or {}
+        if "size" not in pre:
+            raise ValueError(f"model card of {self.name} has no preprocessing.size; re-export the model")
+        self._card, self.batch_size = card, max(1, int(batch_size))
+        self.size, self.pad_to = int(pre["size"]), int(pre.get("pad_to", 32))
+        self.mean, self.std = tuple(pre.get("mean", IMAGENET_MEAN)), tuple(pre.get("std", IMAGENET_STD))
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        rgbs = [to_rgb(im) for im in images]
+        fitted = [fit_to_model(rgb, self.size, self.pad_to) for rgb in rgbs]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (padded, _) in enumerate(fitted):
+            groups.setdefault(padded.shape[:2], []).append(i)
+        out: list[np.ndarray | None] = [None] * len(rgbs)
+        for idx in groups.values():
+            for s in range(0, len(idx), self.batch_size):
+                chunk = idx[s:s + self.batch_size]
+                probs = self._forward(normalize(np.stack([fitted[i][0] for i in chunk]), self.mean, self.std))
+                for i, p in zip(chunk, probs):
+                    h, w = fitted[i][1]
+                    H, W = rgbs[i].shape[:2]
+                    m = np.ascontiguousarray(p[:h, :w], dtype=np.float32)
+                    out[i] = np.clip(cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+        return out  # type: ignore[return-value]
+
+    @property
+    def card(self) -> dict:
+        return {**self._card, "name": self.name, "kind": self.kind, "path": self.path}
+
+
+class CheckpointPredictor(PaddedModelPredictor):
+    """A training checkpoint folder (``model.pt`` + ``model_card.json``), run with torch."""
+
+    kind = "checkpoint"
+
+    def __init__(self, path: str, device: str = "auto", batch_size: int = 8, threads: int | None = None):
+        import torch
+
+        from segsynth.model import load_model_folder
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if threads:
+            torch.set_num_threads(threads)
+        self.path, self.device = str(path), torch.device(device)
+        self.model, card = load_model_folder(self.path, self.device)
+        self.name = card.get("name") or Path(self.path.rstrip("/")).name
+        super().__init__(card, batch_size)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(x).to(self.device))
+            return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+
+class OnnxModelPredictor(PaddedModelPredictor):
+    """An ONNX file exported by ``segsynth export`` (dynamic batch and size; ``X.json`` beside it)."""
+
+    kind = "onnx"
+
+    def __init__(self, path: str, batch_size: int = 8, threads: int | None = None):
+        import json
+
+        self.path = str(path)
+        card_path = Path(self.path).with_suffix(".json")
+        if not card_path.is_file():
+            raise FileNotFoundError(f"{card_path} is missing: the model card written by `segsynth export` must "
+                                    "sit beside the .onnx file (or load a salient-object graph with kind='onnx-isnet')")
+        card = json.loads(card_path.read_text())
+        self.session = _ort_session(self.path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.outputs_probability = card.get("output", "probability") == "probability"
+        self.name = card.get("name") or Path(self.path).stem
+        super().__init__(card, batch_size)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        y = np.asarray(self.session.run(None, {self.input_name: x})[0], np.float32)[:, 0]
+        return y if self.outputs_probability else 1.0 / (1.0 + np.exp(-y))
+
+
+PREDICTORS.update({
+    "checkpoint": lambda path, **kw: CheckpointPredictor(path, **kw),
+    "onnx": lambda path, **kw: OnnxModelPredictor(path, **kw),
+})

@@ -124,6 +124,19 @@ def plan_shards(cfg: SynthConfig) -> list[dict]:
             for i in range(0, len(pairs), n)]
 
 
+def distractor_categories(manifest: str, wanted: list[str]) -> list[str] | None:
+    """The manifest's categories that contain one of ``wanted`` as a word or part of one.
+
+    Catalog types are fine-grained: ``chair`` matches ``Armchair`` and ``Swivel chair``,
+    ``table`` matches ``Coffee table``. An empty ``wanted`` keeps every category.
+    """
+    if not wanted:
+        return None
+    present = set(io.read_parquet(manifest, columns=["category"]).column("category").to_pylist())
+    needles = [w.lower() for w in wanted]
+    return sorted(c for c in present if any(n in str(c).lower() for n in needles))
+
+
 class ShardWriter:
     """Composites and writes whole shards; a Ray Data ``map_batches`` callable class.
 
@@ -138,8 +151,9 @@ class ShardWriter:
         self._rgba = dict(zip(table.column("cutout_id").to_pylist(), table.column("rgba").to_pylist()))
         self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
         del table
-        categories = list(cfg.composite.distractor_categories) or None
-        self.distractors, skipped = load_cutouts(manifest_path(cfg.distractor_cutouts or cfg.cutouts), categories)
+        pool = manifest_path(cfg.distractor_cutouts or cfg.cutouts)
+        categories = distractor_categories(pool, cfg.composite.distractor_categories)
+        self.distractors, skipped = load_cutouts(pool, categories)
         self.skipped_distractors = [name for name, _ in skipped]
         self.backgrounds, bg_skipped = load_backgrounds(cfg.backgrounds) if cfg.backgrounds else ([], [])
         self.skipped_backgrounds = [name for name, _ in bg_skipped]

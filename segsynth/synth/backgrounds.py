@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from segsynth.synth.config import CompositeConfig
+from segsynth.synth.layers import resize
 from segsynth.synth.library import Background
 
 
@@ -26,21 +27,23 @@ def white(rng: np.random.Generator, size: int, cfg: CompositeConfig) -> np.ndarr
     """Near-white studio backdrop with a slight linear gradient in a random direction."""
     level = rng.uniform(cfg.bg_white_min, 255.0)
     drop = rng.uniform(0.0, cfg.bg_white_gradient_max)
-    tint = rng.uniform(-3.0, 3.0, 3).astype(np.float32)  # a faint warm/cool cast
+    tint = rng.uniform(-3.0, 3.0, 3)  # a faint warm/cool cast
     angle = rng.uniform(0, 2 * np.pi)
     t = np.linspace(0.0, 1.0, size, dtype=np.float32)
-    gx, gy = np.cos(angle), np.sin(angle)
-    # ramp(x, y) in 0..1 along the gradient direction: an outer sum, no per-pixel trig
-    ramp = np.add.outer(t * gy, t * gx) / (abs(gx) + abs(gy))
+    gx, gy = float(np.cos(angle)), float(np.sin(angle))
+    # ramp(y, x) along the gradient direction, 0..1: an outer sum, no per-pixel trig
+    ramp = np.add.outer(t * np.float32(gy), t * np.float32(gx))
     ramp -= ramp.min()
-    base = (level - drop * ramp)[:, :, None] + tint
-    return np.clip(base, 0, 255).astype(np.uint8)
+    ramp *= np.float32(1.0 / (abs(gx) + abs(gy)))
+    # per channel: level + tint - drop * ramp, rounded and saturated to uint8 (all >= 0)
+    planes = [cv2.convertScaleAbs(ramp, alpha=-drop, beta=min(255.0, level + t_c)) for t_c in tint]
+    return cv2.merge(planes)
 
 
 def solid(rng: np.random.Generator, size: int, cfg: CompositeConfig) -> np.ndarray:
     """One flat colour."""
     color = np.clip(np.round(random_color(rng)), 0, 255).astype(np.uint8)
-    return np.broadcast_to(color, (size, size, 3)).copy()
+    return cv2.merge([np.full((size, size), c, np.uint8) for c in color])
 
 
 def noise_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -66,9 +69,15 @@ def noise(rng: np.random.Generator, size: int, cfg: CompositeConfig) -> tuple[np
         k = cv2.getGaussianKernel(2 * int(np.ceil(3 * sigma)) + 1, sigma)
         gain = float((k ** 2).sum())  # std of a blurred i.i.d. field = std * sum(k1^2) (separable kernel)
     scale = amp / (73.9 * gain)
-    out = field.astype(np.float32, copy=False) * np.float32(scale) - np.float32(127.5 * scale)
-    out = out[:, :, None] + color if channels == 1 else out + color
-    return np.clip(out, 0, 255).astype(np.uint8), float(sigma)
+    # out_c = field * scale + (color_c - 127.5 * scale): one cv2.transform pass (a grey field feeds
+    # all three channels); 8-bit input saturates by itself, float input is clipped first
+    offset = (color - 127.5 * scale).reshape(3, 1)
+    m = np.hstack([np.eye(3) * scale if channels == 3 else np.full((3, 1), scale), offset]).astype(np.float32)
+    out = cv2.transform(field if channels == 3 else field[:, :, None], m)
+    if out.dtype != np.uint8:
+        np.clip(out, 0, 255, out=out)
+        out = cv2.convertScaleAbs(out)
+    return out, float(sigma)
 
 
 def room(rng: np.random.Generator, size: int, cfg: CompositeConfig, bg: Background) -> np.ndarray:
@@ -78,8 +87,7 @@ def room(rng: np.random.Generator, size: int, cfg: CompositeConfig, bg: Backgrou
     y0 = int(rng.integers(0, h - side + 1))
     x0 = int(rng.integers(0, w - side + 1))
     crop = bg.rgb[y0:y0 + side, x0:x0 + side]
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    out = cv2.resize(crop, (size, size), interpolation=interp)
+    out = resize(crop, size, size)
     if rng.uniform() < cfg.bg_room_flip_prob:
         out = out[:, ::-1]
     return np.ascontiguousarray(out)

@@ -54,7 +54,8 @@ class CompositeConfig:
     shadow_offset_max: float = 0.04       # random shift of the shadow, fraction of the product side
     shadow_squash_min: float = 0.08       # "shape" shadow: height factor of the projected silhouette
     shadow_squash_max: float = 0.45
-    shadow_shear_max: float = 0.8         # "shape" shadow: horizontal shear of the silhouette
+    shadow_shear_min: float = 0.2         # "shape" shadow: horizontal shear of the silhouette (either
+    shadow_shear_max: float = 0.9         # side), so a shadow cast behind the product shows beside it
     shadow_ellipse_width_min: float = 0.6  # "ellipse" shadow: width as a fraction of product width
     shadow_ellipse_width_max: float = 1.3
 
@@ -78,6 +79,9 @@ class CompositeConfig:
         "none": 0.4, "feathered": 0.4, "motion": 0.2})
     blend_feather_max_px: float = 2.0     # sigma of the inward feather of the alpha edge
     blend_motion_max_px: float = 5.0      # length of the motion-blur kernel
+
+    def __post_init__(self) -> None:
+        self.check_inputs()  # validate once at the boundary, not on every sample
 
     def check_inputs(self) -> None:
         """Raise :class:`ConfigError` naming the first bad knob and how to fix it."""
@@ -108,7 +112,7 @@ class CompositeConfig:
             raise ConfigError(f"distractor_count_min: must be >= 0, got {self.distractor_count_min}")
         nonneg = ("bg_white_gradient_max", "bg_noise_amp_min", "bg_noise_blur_min_px", "placement_jitter",
                   "shadow_opacity_min", "shadow_blur_min", "shadow_offset_max", "shadow_squash_min",
-                  "shadow_shear_max", "shadow_ellipse_width_min", "distractor_scale_min",
+                  "shadow_shear_min", "shadow_ellipse_width_min", "distractor_scale_min",
                   "occluder_scale_min", "text_height_min", "blend_feather_max_px", "blend_motion_max_px")
         for name in nonneg:
             if getattr(self, name) < 0:

@@ -13,11 +13,12 @@ import cv2
 import numpy as np
 
 from segsynth.synth.config import CompositeConfig
+from segsynth.synth.layers import _times_alpha
 
 
 @dataclass
 class Shadow:
-    """``alpha`` is ``(y1-y0, x1-x0) float32`` 0..opacity, to darken ``frame[y0:y1, x0:x1]``."""
+    """``alpha`` is ``(y1-y0, x1-x0) uint8`` 0..255*opacity, to darken ``frame[y0:y1, x0:x1]``."""
 
     alpha: np.ndarray
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
@@ -39,7 +40,7 @@ def render(rng: np.random.Generator, kind: str, alpha: np.ndarray, origin: tuple
     ox, oy = origin
     if kind == "shape":
         squash = rng.uniform(cfg.shadow_squash_min, cfg.shadow_squash_max)
-        shear = rng.uniform(-cfg.shadow_shear_max, cfg.shadow_shear_max)
+        shear = rng.uniform(cfg.shadow_shear_min, cfg.shadow_shear_max) * (1 if rng.uniform() < 0.5 else -1)
         # cast behind the product (light in front) most of the time, else towards the viewer
         sy = squash if rng.uniform() < 0.7 else -squash
         # product point (x, y), d = h - y above the floor line -> (x + shear*d, h - sy*d), then offset
@@ -72,7 +73,7 @@ def render(rng: np.random.Generator, kind: str, alpha: np.ndarray, origin: tuple
         canvas = np.zeros((ch, cw), np.uint8)
         center = ((cx - x0) * fx, (cy - y0) * fy)
         cv2.ellipse(canvas, (center, (2 * ew * fx, 2 * eh * fy), 0.0), 255, -1, cv2.LINE_AA)
-    canvas = canvas.astype(np.float32) * np.float32(opacity / 255.0)
+    canvas = cv2.convertScaleAbs(canvas, alpha=opacity)  # 0..255 * opacity, 8-bit
     if sigma / f >= 0.3:
         canvas = cv2.GaussianBlur(canvas, (0, 0), sigma / f)
     if (cw, ch) != (x1 - x0, y1 - y0):
@@ -84,5 +85,4 @@ def apply(frame: np.ndarray, shadow: Shadow) -> None:
     """Darken ``frame`` (``(S, S, 3) uint8``, in place) under the shadow."""
     x0, y0, x1, y1 = shadow.box
     roi = frame[y0:y1, x0:x1]
-    keep = 1.0 - shadow.alpha
-    roi[:] = (roi.astype(np.float32) * keep[:, :, None] + 0.5).astype(np.uint8)
+    _times_alpha(roi, 255 - shadow.alpha, out=roi)

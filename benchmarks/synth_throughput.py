@@ -1,0 +1,146 @@
+"""Synthesis throughput: compositing against its I/O floor, and the Ray job against a plain loop.
+
+    python benchmarks/synth_throughput.py [--samples 2000] [--per-core 200] [--workers 2]
+
+1. Per core, at 512 and 1024 px: composites per second (decode the cutout and background,
+   ``make_sample``, encode image JPEG + mask PNG) against the floor no compositor can beat (the
+   same decodes and encodes for the same images, nothing else). Printed as a ratio
+   (target: compositing within 2x of the floor).
+2. The Ray Data job (``segsynth synth``, not counting Ray start-up) against the same shards in
+   a plain loop over the same cores (a ``multiprocessing`` pool of ``--workers`` processes),
+   ``--samples`` samples at 512 px (target: Ray within 15% of the plain loop).
+
+Needs a cutout manifest: ``--cutouts`` (default ``outputs/demo/cutouts``, made from the demo
+kit with ``segsynth cutouts`` when missing).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from segsynth import io  # noqa: E402
+from segsynth.config import load_config  # noqa: E402
+from segsynth.pipeline.synth import ShardWriter, SynthConfig, manifest_path, plan_shards  # noqa: E402
+from segsynth.synth import make_sample  # noqa: E402
+
+
+def ensure_cutouts(path: str) -> str:
+    if io.exists(manifest_path(path)):
+        return path
+    from segsynth.pipeline import cutouts
+
+    cfg = load_config(cutouts.CutoutsConfig, REPO / "configs/demo/cutouts.yaml", [f"out={path}"])
+    cutouts.run(cfg)
+    return path
+
+
+def per_core(cfg: SynthConfig, size: int, n: int) -> dict:
+    """Composite vs floor, single process: same inputs decoded, same outputs encoded."""
+    cfg = dataclasses.replace(cfg, size=size)
+    writer = ShardWriter(cfg)
+    shards = plan_shards(cfg)
+    pairs = [(c, k) for s in shards for c, k in zip(s["cutout_ids"], s["ks"])][:n]
+    bg_jpegs = {b.bg_id: io.encode_jpeg(b.rgb) for b in writer.backgrounds}
+    samples = []
+    t0 = time.perf_counter()
+    for cutout_id, k in pairs:
+        cutout = writer._decode_cutout(cutout_id)           # decode the cutout
+        sample = make_sample(cutout, k, seed=cfg.seed, size=size, cfg=cfg.composite,
+                             backgrounds=writer.backgrounds, distractors=writer.distractors)
+        if sample.meta.get("bg_id") in bg_jpegs:              # decode the background it used
+            io.decode_image(bg_jpegs[sample.meta["bg_id"]])
+        io.encode_jpeg(sample.image, cfg.jpeg_quality)
+        io.encode_png(sample.mask)
+        samples.append((cutout_id, sample.meta.get("bg_id"), sample.image, sample.mask))
+    composite_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for cutout_id, bg_id, image, mask in samples:            # the floor: the same I/O, no compositing
+        io.decode_rgba(writer._rgba[cutout_id])
+        if bg_id in bg_jpegs:
+            io.decode_image(bg_jpegs[bg_id])
+        io.encode_jpeg(image, cfg.jpeg_quality)
+        io.encode_png(mask)
+    floor_s = time.perf_counter() - t0
+    return {"size": size, "samples": len(samples), "composites_per_s": round(len(samples) / composite_s, 1),
+            "floor_per_s": round(len(samples) / floor_s, 1), "ratio_vs_floor": round(composite_s / floor_s, 2)}
+
+
+def _plain_worker(args):
+    cfg, shards = args
+    writer = ShardWriter(cfg)
+    for s in shards:
+        writer({"shard": [s["shard"]], "cutout_ids": [s["cutout_ids"]], "ks": [s["ks"]]})
+    return sum(len(s["ks"]) for s in shards)
+
+
+def plain_loop(cfg: SynthConfig, workers: int) -> float:
+    shards = plan_shards(cfg)
+    chunks = [shards[i::workers] for i in range(workers)]
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(workers) as pool:
+        pool.map(_plain_worker, [(cfg, c) for c in chunks])
+    return time.perf_counter() - t0
+
+
+def ray_job(cfg: SynthConfig) -> float:
+    from segsynth.pipeline import synth
+    from segsynth.pipeline.ray_env import init_ray
+
+    init_ray()  # cluster start-up is not counted
+    t0 = time.perf_counter()
+    synth.run(cfg)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cutouts", default=str(REPO / "outputs/demo/cutouts"))
+    p.add_argument("--backgrounds", nargs="*", default=[str(REPO / "demo_kit/backgrounds/rooms")])
+    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--per-core", type=int, default=200)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--skip-ray", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    cutouts = ensure_cutouts(args.cutouts)
+    n_cutouts = io.read_parquet(manifest_path(cutouts), columns=["cutout_id"]).num_rows
+    base = SynthConfig(cutouts=cutouts, backgrounds=args.backgrounds, size=512, workers=args.workers,
+                       samples_per_cutout=max(1, -(-args.samples // n_cutouts)), shard_size=50, contact_sheet=0)
+    results = {"cpu_count": os.cpu_count(), "per_core": [per_core(base, s, args.per_core) for s in (512, 1024)]}
+    for r in results["per_core"]:
+        print(f"per core, {r['size']} px: {r['composites_per_s']} composites/s, floor {r['floor_per_s']}/s, "
+              f"ratio {r['ratio_vs_floor']}x the I/O floor (target <= 2)")
+    if not args.skip_ray:
+        tmp = Path(tempfile.mkdtemp(prefix="segsynth-bench-"))
+        try:
+            cfg = dataclasses.replace(base, out=str(tmp / "plain"))
+            n = sum(len(s["ks"]) for s in plan_shards(cfg))
+            plain_s = plain_loop(cfg, args.workers)
+            ray_s = ray_job(dataclasses.replace(base, out=str(tmp / "ray")))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        results["job"] = {"samples": n, "size": 512, "workers": args.workers, "plain_loop_s": round(plain_s, 2),
+                          "ray_job_s": round(ray_s, 2), "ray_over_plain": round(ray_s / plain_s, 3)}
+        j = results["job"]
+        print(f"{n} samples at 512 px on {args.workers} workers: plain loop {j['plain_loop_s']} s, "
+              f"Ray job {j['ray_job_s']} s, ratio {j['ray_over_plain']} (target <= 1.15)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""``segsynth train``: the FPN model on synthetic (and real) data with Ray Train DDP.
+
+    cfg = load_config(TrainConfig, "configs/demo/train.yaml", ["epochs=2"])
+    summary = run(cfg)          # {"best": "OUT/best", "best_val_iou": ..., ...}
+
+Data: one Ray Dataset per split, read from synthetic parquet datasets (``SYNTH/shards``) and
+labelled folders (``images/`` + ``masks/``), mixed with per-source weights. Samples are split
+into train/validation by ``cutout_id`` (every sample of one cutout on one side). The workers run
+:func:`segsynth.train.train_loop_per_worker`.
+
+Outputs under ``out``: ``config.yaml`` (resolved), ``NAME/`` (Ray's run folder and its
+checkpoints: a rerun with the same ``name`` and ``out`` resumes from the latest one),
+``best/`` (standalone checkpoint folder of the best validation epoch), ``metrics.csv``,
+``learning_curve.png`` and ``summary.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from segsynth import io
+from segsynth.config import ConfigError, save_config, to_dict
+from segsynth.train import copies, is_validation
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class DataSource:
+    """One training source. ``weight``: how many times each of its samples is seen per epoch on
+    average (2.0 oversamples a small real set, 0.25 uses a fixed random quarter of a big one)."""
+
+    path: str
+    kind: Literal["synthetic", "labelled"] = "synthetic"
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0  # soft Dice per sample: keeps small objects from vanishing under BCE
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation, drawn per (seed, epoch, sample) in the batch loader."""
+
+    enabled: bool = True
+    hflip: float = 0.5  # probability of a horizontal flip
+    vflip: float = 0.0  # products are rarely upside down
+    crop_min: float = 0.6  # random square crop, side in [crop_min, 1] of the image, resized to size
+    brightness: float = 0.2  # +- fraction
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02  # +- fraction of the hue circle
+    jpeg_prob: float = 0.3  # re-compress as JPEG: real catalog photos are JPEGs
+    jpeg_quality: tuple[int, int] = (40, 95)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: tuple[DataSource, ...] = ()
+    out: str = "outputs/train"
+    name: str = "segsynth-train"  # Ray run name: same name + out = resume
+    epochs: int = 10
+    size: int = 512  # training crop, a multiple of 32 (the FPN's output stride)
+    batch_size: int = 8  # per worker, per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200  # linear warm-up, then cosine to min_lr_ratio * lr
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    amp: Literal["bf16", "fp16", "off"] = "bf16"  # GPU only; CPU runs fp32
+    channels_last: bool = True  # GPU only
+    encoder_name: str = "efficientnet-b5"
+    encoder_weights: str | None = "imagenet"  # "imagenet" (hub), null, or a local weights file/folder
+    decoder_pyramid_channels: int = 256
+    decoder_segmentation_channels: int = 128  # a multiple of 32
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float | None = None  # default 0.5 on CPU (data tasks need CPUs too), 4 with GPUs
+    torch_threads: int | None = None  # intra-op threads per worker; default max(1, cpus_per_worker)
+    checkpoint_every_steps: int = 500
+    num_to_keep: int = 2  # Ray checkpoints kept: the best by validation IoU and the latest
+    max_failures: int = 2  # worker failures recovered (from the latest checkpoint) before giving up
+    val_fraction: float = 0.1  # share of cutout_ids held out
+    val_max_samples: int | None = 2000  # caps validation time per epoch
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+    shuffle_buffer: int = 256  # local shuffle buffer (rows) per worker
+    fail_at_step: int | None = None  # chaos test: rank 0 raises once when reaching this step
+
+    def check_inputs(self) -> None:
+        if not self.data:
+            raise ConfigError("data: no sources; add e.g. data: [{path: outputs/demo/synth, kind: synthetic}]")
+        for i, s in enumerate(self.data):
+            if s.weight <= 0:
+                raise ConfigError(f"data[{i}].weight must be > 0, got {s.weight}; drop the source instead")
+        if self.size <= 0 or self.size % 32:
+            raise ConfigError(f"size={self.size} must be a positive multiple of 32 (the FPN's output stride); "
+                              f"e.g. {max(32, round(self.size / 32) * 32)}")
+        for key in ("epochs", "batch_size", "grad_accum", "num_workers", "checkpoint_every_steps", "num_to_keep"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.decoder_segmentation_channels % 32:
+            raise ConfigError(f"decoder_segmentation_channels={self.decoder_segmentation_channels} must be a multiple of 32")
+        if not 0.0 < self.augment.crop_min <= 1.0:
+            raise ConfigError(f"augment.crop_min={self.augment.crop_min} must be in (0, 1]")
+        lo, hi = self.augment.jpeg_quality
+        if not 1 <= lo <= hi <= 100:
+            raise ConfigError(f"augment.jpeg_quality={[lo, hi]} must be [low, high] within 1..100")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise ConfigError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+
+    @property
+    def worker_cpus(self) -> float:
+        return self.cpus_per_worker if self.cpus_per_worker is not None else (4.0 if self.use_gpu else 0.5)
+
+    @property
+    def threads(self) -> int:
+        return self.torch_threads or max(1, int(self.worker_cpus))
+
+
+# ---------------------------------------------------------------- data: index, split, mixing
+def _shard_files(path: str) -> list[str]:
+    shards = io.join(path, "shards")
+    folder = shards if io.exists(shards) else path
+    try:
+        files = io.list_files(folder, [".parquet"])
+    except FileNotFoundError:
+        files = []
+    if not files:
+        raise ConfigError(f"synthetic source {path}: no parquet shards in {folder}; run `segsynth synth` first "
+                          "or point data[].path at a synthetic dataset folder")
+    return files
+
+
+def _index(source: DataSource) -> list[dict]:
+    """``[{sample_id, cutout_id, ...}]`` of one source: only the small columns are read."""
+    if source.kind == "synthetic":
+        table = io.read_parquet(io.join(source.path, "shards") if io.exists(io.join(source.path, "shards"))
+                                else source.path, columns=["sample_id", "cutout_id"])
+        return table.to_pylist()
+    items = io.labelled_folder(source.path)
+    if not items:
+        raise ConfigError(f"labelled source {source.path}: no images with masks (expected images/ and masks/)")
+    name = source.path.rstrip("/").split("/")[-1]
+    return [{"sample_id": f"{name}/{it['stem']}", "cutout_id": f"{name}/{it['stem']}",
+             "image_path": it["image"], "mask_path": it["mask"]} for it in items]
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    train: int  # training rows per epoch, after mixing weights
+    val: int
+    per_source: tuple[dict, ...] = ()
+
+
+def plan(cfg: TrainConfig) -> SplitCounts:
+    """Count train (with mixing copies) and validation rows per source, without reading images."""
+    train = val = 0
+    rows = []
+    for s in cfg.data:
+        index = _index(s)
+        v = sum(is_validation(r["cutout_id"], cfg.val_fraction) for r in index)
+        t = sum(copies(r["sample_id"], s.weight, cfg.seed) for r in index
+                if not is_validation(r["cutout_id"], cfg.val_fraction))
+        rows.append({"path": s.path, "kind": s.kind, "weight": s.weight, "samples": len(index), "train_rows": t, "val_rows": v})
+        train, val = train + t, val + v
+    if cfg.val_max_samples is not None:
+        val = min(val, cfg.val_max_samples)
+    return SplitCounts(train, val, tuple(rows))
+
+
+def build_datasets(cfg: TrainConfig):
+    """``(train, val)`` Ray Datasets of ``{key, image (S, S, 3) uint8, mask (S, S) uint8}`` rows."""
+    import ray.data
+
+    from segsynth.train import decode_samples
+
+    splits = {"train": [], "val": []}
+    for s in cfg.data:
+        if s.kind == "synthetic":
+            base = ray.data.read_parquet(_shard_files(s.path)).select_columns(["sample_id", "cutout_id", "image", "mask"])
+        else:
+            base = ray.data.from_items(_index(s))
+        for role in splits:
+            fn_kwargs = dict(role=role, size=cfg.size, val_fraction=cfg.val_fraction, weight=s.weight, seed=cfg.seed)
+            # tasks, not actors: nothing expensive to hold, and actors would pin CPUs per source
+            splits[role].append(base.map_batches(decode_samples, fn_kwargs=fn_kwargs, batch_size=16,
+                                                 batch_format="numpy"))
+    train, val = (ds[0].union(*ds[1:]) if len(ds) > 1 else ds[0] for ds in splits.values())
+    train = train.randomize_block_order(seed=cfg.seed)
+    if cfg.val_max_samples is not None:
+        val = val.limit(cfg.val_max_samples)
+    return train, val
+
+
+# ---------------------------------------------------------------- run
+def _absolute(cfg: TrainConfig) -> TrainConfig:
+    """Local paths made absolute: Ray workers do not share the driver's working directory."""
+    def fix(p: str | None) -> str | None:
+        if p is None or io.is_uri(p) or os.path.isabs(p):
+            return p
+        return os.path.abspath(p)
+
+    weights = cfg.encoder_weights
+    if weights and weights != "imagenet" and (os.path.exists(weights) or "/" in weights):
+        weights = fix(weights)
+    data = tuple(dataclasses.replace(s, path=fix(s.path)) for s in cfg.data)
+    return dataclasses.replace(cfg, out=fix(cfg.out), data=data, encoder_weights=weights)
+
+
+def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
+    """Optimizer steps per epoch on every worker (equal shards, full micro-batches only)."""
+    per_worker = n_train // cfg.num_workers
+    steps = per_worker // (cfg.batch_size * cfg.grad_accum)
+    if steps < 1:
+        raise ConfigError(f"{n_train} training rows are too few for {cfg.num_workers} workers x batch_size "
+                          f"{cfg.batch_size} x grad_accum {cfg.grad_accum}; lower batch_size or add data")
+    return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
+
+
+def run(cfg: TrainConfig, address: str | None = None) -> dict:
+    """Train with Ray Train; returns a summary (also written to ``OUT/summary.json``)."""
+    from segsynth.pipeline.ray_env import init_ray
+
+    cfg = _absolute(cfg)
+    counts = plan(cfg)
+    n_steps = steps_per_epoch(cfg, counts.train)
+    log.info("train rows per epoch %d, validation rows %d, %d steps per epoch x %d epochs on %d worker(s)",
+             counts.train, counts.val, n_steps, cfg.epochs, cfg.num_workers)
+    io.makedirs(cfg.out)
+    save_config(cfg, cfg.out)
+    init_ray(address)
+
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from segsynth.train import SCORE_KEY, train_loop_per_worker
+
+    train_ds, val_ds = build_datasets(cfg)
+    datasets = {"train": train_ds}
+    if counts.val > 0:
+        datasets["val"] = val_ds
+    resources = {"CPU": cfg.worker_cpus}
+    if cfg.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg, "steps_per_epoch": n_steps, "n_train": counts.train, "n_val": counts.val},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=cfg.name, storage_path=cfg.out,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.num_to_keep,
+                                                         checkpoint_score_attribute=SCORE_KEY,
+                                                         checkpoint_score_order="max")),
+        datasets=datasets,
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+    )
+    result = trainer.fit()
+    metrics = dict(result.metrics or {})
+    best_dir = io.join(cfg.out, "best")
+    summary = {
+        "out": cfg.out,
+        "best": best_dir if io.exists(io.join(best_dir, "model_card.json")) else None,
+        "best_val_iou": metrics.get("best_val_iou"),
+        "epochs": metrics.get("epoch"),
+        "steps": metrics.get("step"),
+        "train_rows_per_epoch": counts.train,
+        "val_rows": counts.val,
+        "steps_per_epoch": n_steps,
+        "resumed_from_steps": metrics.get("attempt_start_steps"),
+        "latest_checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "metrics_csv": io.join(cfg.out, "metrics.csv"),
+        "learning_curve": io.join(cfg.out, "learning_curve.png"),
+        "sources": list(counts.per_source),
+        "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+    }
+    io.write_bytes(io.join(cfg.out, "summary.json"), json.dumps(summary, indent=2, default=str).encode())
+    return summary
+
+
+__all__ = ["TrainConfig", "DataSource", "LossConfig", "AugmentConfig", "run", "plan", "build_datasets",
+           "is_validation", "copies", "steps_per_epoch", "to_dict"]

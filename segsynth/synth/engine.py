@@ -1,0 +1,208 @@
+"""One (cutout, k) -> one composite image and its mask, reproducible from ``(seed, cutout_id, k)``.
+
+Layers, back to front: background (white, solid, noise, room, or a room with distractor
+products: "scene"), the product's shadow, the product (edges blended), an optional occluder and
+an optional dimension label in front. The mask is the product's alpha after edge blending,
+minus what the occluder and the label cover; shadows and distractors are background.
+
+Every random choice comes from generators keyed by ``(seed, cutout_id, k, part)``, one per part
+(background, placement, shadow, ...), so a sample does not depend on which worker makes it, in
+which order, or what was made before; and a change in one part leaves the draws of the others as
+they were.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from segsynth.rng import rng_for
+from segsynth.synth import backgrounds as bgs
+from segsynth.synth import distractors as dis
+from segsynth.synth import shadows
+from segsynth.synth.config import BG_KINDS, BLEND_MODES, LIBRARY_KINDS, PLACEMENTS, SHADOW_TYPES, CompositeConfig
+from segsynth.synth.layers import feather, fit_size, make_layer, motion_blur, pad_layer, paste
+from segsynth.synth.library import Background, Cutout
+
+log = logging.getLogger(__name__)
+
+GOLDEN = (0.382, 0.618)  # golden-ratio points of the frame, per axis
+_warned: set[str] = set()
+
+
+@dataclass
+class Sample:
+    """``image`` ``(size, size, 3) uint8`` RGB; ``mask`` ``(size, size) uint8`` 0..255; ``meta``
+    the sampled parameters, all scalars, the same keys for every sample (:data:`META_KEYS`)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    meta: dict
+
+
+META_KEYS = (
+    "bg_kind", "bg_id", "bg_fallback", "bg_noise_sigma",
+    "placement", "scale", "pos_x", "pos_y", "flip",
+    "shadow_type", "shadow_opacity", "shadow_blur",
+    "distractor_count", "distractor_cut",
+    "occluder", "occluder_kind", "text", "text_label",
+    "blend", "blend_px", "visible_fraction",
+)
+
+
+def _warn_once(key: str, msg: str, *args) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(msg, *args)
+
+
+def _choose(rng: np.random.Generator, weights: dict[str, float], order: Sequence[str]) -> str:
+    """A name drawn with probability proportional to its weight (names in a fixed ``order``)."""
+    names = [n for n in order if weights.get(n, 0.0) > 0]
+    u = rng.uniform() * sum(weights[n] for n in names)
+    for name in names:  # a handful of options: a plain loop beats numpy here
+        u -= weights[name]
+        if u < 0:
+            return name
+    return names[-1]
+
+
+def _background_kind(rng: np.random.Generator, cfg: CompositeConfig, have_rooms: bool,
+                     have_distractors: bool) -> tuple[str, bool]:
+    """The background kind, and whether it is a fallback from a kind that could not be made."""
+    kind = _choose(rng, cfg.bg_weights, BG_KINDS)
+    fallback = False
+    if kind in LIBRARY_KINDS and not have_rooms:
+        _warn_once("no-rooms", "background kind %r drawn but no backgrounds were given; "
+                   "falling back to white/solid/noise (pass backgrounds= to make_sample)", kind)
+        rest = {k: w for k, w in cfg.bg_weights.items() if k not in LIBRARY_KINDS}
+        kind = _choose(rng, rest, BG_KINDS) if sum(rest.values()) > 0 else "white"
+        fallback = True
+    elif kind == "scene" and not have_distractors:
+        _warn_once("no-distractors", "background kind 'scene' drawn but no distractor cutouts were given; "
+                   "falling back to 'room' (pass distractors= to make_sample)")
+        kind, fallback = "room", True
+    return kind, fallback
+
+
+def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeConfig,
+                backgrounds: Sequence[Background] = (), distractors: Sequence[Cutout] = ()) -> Sample:
+    """The ``k``-th composite of ``cutout``: an image ``(size, size, 3) uint8`` and its mask.
+
+    ``backgrounds`` are the room photos (sorted by bg_id, as :func:`load_backgrounds` returns
+    them); ``distractors`` the cutouts that may appear around the product (already filtered to
+    ``cfg.distractor_categories`` by the caller; the product itself is never drawn from it). The
+    same ``(seed, cutout.cutout_id, k)`` and the same inputs give bit-identical results.
+    """
+    rgba = cutout.rgba
+    if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
+        raise ValueError(f"cutout {cutout.cutout_id}: rgba must be (h, w, 4) uint8, got {rgba.shape} {rgba.dtype}")
+    if size < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    key = (seed, cutout.cutout_id, k)
+    cid = cutout.cutout_id
+    have_distractors = any(d.cutout_id != cid for d in distractors[:2])
+
+    # -- background
+    r = rng_for(*key, "bg")
+    bg_kind, bg_fallback = _background_kind(r, cfg, bool(backgrounds), have_distractors)
+    bg_id, noise_sigma = "", 0.0
+    if bg_kind == "white":
+        frame = bgs.white(r, size, cfg)
+    elif bg_kind == "solid":
+        frame = bgs.solid(r, size, cfg)
+    elif bg_kind == "noise":
+        frame, noise_sigma = bgs.noise(r, size, cfg)
+    else:
+        bg = backgrounds[int(r.integers(len(backgrounds)))]
+        bg_id = bg.bg_id
+        frame = bgs.room(r, size, cfg, bg)
+
+    n_distractors = n_cut = 0
+    if bg_kind == "scene":
+        n_distractors, n_cut = dis.add_distractors(rng_for(*key, "distractors"), frame, distractors, cid, cfg)
+
+    # -- edge blending: decided first, a motion blur needs room around the product
+    r = rng_for(*key, "blend")
+    blend = _choose(r, cfg.blend_weights, BLEND_MODES)
+    blend_px, angle, pad = 0.0, 0.0, 0
+    if blend == "feathered":
+        blend_px = r.uniform(0.5, max(0.5, cfg.blend_feather_max_px))
+    elif blend == "motion":
+        blend_px = r.uniform(min(2.0, cfg.blend_motion_max_px), cfg.blend_motion_max_px)
+        angle = r.uniform(0, math.pi)
+        pad = math.ceil(blend_px / 2) + 1
+
+    # -- size and position: the product (and its blur) always entirely inside the frame
+    r = rng_for(*key, "place")
+    margin = round(cfg.placement_margin * size)
+    room = size - 2 * margin - 2 * pad
+    if room < 1:
+        raise ValueError(f"size {size} is too small for placement_margin {cfg.placement_margin} and "
+                         f"a motion blur of {blend_px:.1f} px; use a larger size")
+    h0, w0 = rgba.shape[:2]
+    h, w = fit_size(h0, w0, r.uniform(cfg.scale_min, cfg.scale_max) * size)
+    if h > room or w > room:  # a long side near 1.0 plus margin and blur: scale down to fit
+        h, w = fit_size(h0, w0, max(h, w) * min(room / h, room / w))
+        h, w = min(h, room), min(w, room)
+    flip = bool(r.uniform() < cfg.product_flip_prob)
+    placement = _choose(r, cfg.placement_weights, PLACEMENTS)
+    lw, lh = w + 2 * pad, h + 2 * pad
+    lo_x, hi_x = margin, size - margin - lw  # top-left range that keeps the layer inside
+    lo_y, hi_y = margin, size - margin - lh
+    if placement == "random":
+        x0, y0 = int(r.integers(lo_x, hi_x + 1)), int(r.integers(lo_y, hi_y + 1))
+    else:
+        cx, cy = (0.5, 0.5) if placement == "center" else (GOLDEN[int(r.integers(2))], GOLDEN[int(r.integers(2))])
+        cx, cy = np.array([cx, cy]) + r.normal(0.0, cfg.placement_jitter, 2)
+        x0 = int(np.clip(round(cx * size - lw / 2), lo_x, hi_x))
+        y0 = int(np.clip(round(cy * size - lh / 2), lo_y, hi_y))
+
+    layer = make_layer(rgba, h, w, flip=flip)
+
+    # -- shadow on the background, from the unblended silhouette at its final position
+    r = rng_for(*key, "shadow")
+    shadow_type, shadow_opacity, shadow_blur = "none", 0.0, 0.0
+    if r.uniform() < cfg.shadow_prob:
+        shadow_type = _choose(r, cfg.shadow_weights, SHADOW_TYPES)
+        sh = shadows.render(r, shadow_type, layer.alpha, (x0 + pad, y0 + pad), size, cfg)
+        if sh is not None:
+            shadows.apply(frame, sh)
+            shadow_opacity, shadow_blur = sh.opacity, sh.blur_px
+
+    # -- the product, edges blended
+    if blend == "feathered":
+        layer = feather(layer, blend_px)
+    elif blend == "motion":
+        layer = motion_blur(pad_layer(layer, pad), blend_px, angle)
+    mask = np.zeros((size, size), np.uint8)
+    (fx0, fy0, fx1, fy1), a = paste(frame, layer, x0, y0)
+    mask[fy0:fy1, fx0:fx1] = a
+    full = float(mask[fy0:fy1, fx0:fx1].sum(dtype=np.int64))
+    box = (x0 + pad, y0 + pad, x0 + pad + w, y0 + pad + h)
+
+    # -- in front of the product: removed from the mask
+    r = rng_for(*key, "occluder")
+    occluder_kind = ""
+    if r.uniform() < cfg.occluder_prob:
+        occluder_kind = dis.add_occluder(r, frame, mask, box, distractors, cid, cfg)
+    r = rng_for(*key, "text")
+    text_label = ""
+    if r.uniform() < cfg.text_prob:
+        text_label = dis.add_text(r, frame, mask, box, cfg)
+    visible = float(mask[fy0:fy1, fx0:fx1].sum(dtype=np.int64)) / full if (occluder_kind or text_label) and full else 1.0
+
+    meta = {
+        "bg_kind": bg_kind, "bg_id": bg_id, "bg_fallback": bg_fallback, "bg_noise_sigma": float(noise_sigma),
+        "placement": placement, "scale": max(h, w) / size, "pos_x": (x0 + pad + w / 2) / size,
+        "pos_y": (y0 + pad + h / 2) / size, "flip": flip,
+        "shadow_type": shadow_type, "shadow_opacity": float(shadow_opacity), "shadow_blur": float(shadow_blur),
+        "distractor_count": int(n_distractors), "distractor_cut": int(n_cut),
+        "occluder": bool(occluder_kind), "occluder_kind": occluder_kind,
+        "text": bool(text_label), "text_label": text_label,
+        "blend": blend, "blend_px": float(blend_px), "visible_fraction": visible,
+    }
+    return Sample(image=frame, mask=mask, meta=meta)

@@ -1,0 +1,91 @@
+"""The ``segsynth cutouts`` Ray job on a small copy of the demo kit, with a corrupt photo."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from segsynth import io
+from segsynth.config import load_config
+
+MANIFEST_COLUMNS = ["cutout_id", "category", "source", "source_kind", "width", "height", "quality", "rgba"]
+
+
+@pytest.fixture
+def small_kit(repo, tmp_path):
+    """4 kit photos + a corrupt JPEG + a photo on a grey background; 2 eval pairs; 1 RGBA file."""
+    kit = repo / "demo_kit"
+    cat = tmp_path / "catalog"
+    (cat / "images").mkdir(parents=True)
+    rows = list(csv.DictReader(open(kit / "catalog/products.csv", encoding="utf-8")))
+    keep = [r for r in rows if r["stem"] in ("002.460.78", "002.675.08", "799.019.69", "101.484.64")]
+    assert len(keep) == 4
+    for r in keep:
+        shutil.copyfile(kit / "catalog/images" / r["file"], cat / "images" / r["file"])
+    (cat / "images/broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 200)  # a truncated JPEG
+    grey = np.full((96, 96, 3), 128, np.uint8)
+    grey[30:60, 30:60] = (200, 40, 40)
+    (cat / "images/on_grey.jpg").write_bytes(io.encode_jpeg(grey))
+    with open(cat / "products.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+    rgba_dir = tmp_path / "rgba"
+    rgba_dir.mkdir()
+    rgba = np.zeros((48, 32, 4), np.uint8)
+    rgba[4:44, 6:26] = (30, 140, 40, 255)
+    (rgba_dir / "plant.png").write_bytes(io.encode_png(rgba))
+    return {"catalog": cat, "eval": kit / "eval", "rgba": rgba_dir}
+
+
+@pytest.mark.ray
+def test_cutouts_job(ray_local, small_kit, tmp_path, caplog):
+    from segsynth.pipeline.cutouts import CutoutsConfig, run
+
+    out = tmp_path / "out"
+    overrides = [
+        f"out={out}", "workers=2", "batch_size=2", "write_png=true",
+        "sources=[{kind: catalog, path: %s, categories_csv: %s}, {kind: pairs, path: %s, limit: 2},"
+        " {kind: rgba, path: %s, category: plant pot}]"
+        % (small_kit["catalog"], small_kit["catalog"] / "products.csv", small_kit["eval"], small_kit["rgba"]),
+    ]
+    cfg = load_config(CutoutsConfig, None, overrides)
+    with caplog.at_level(logging.WARNING, logger="segsynth"):
+        summary = run(cfg)
+
+    assert summary["total"] == 6 + 2 + 1
+    assert summary["corrupt"] == 1 and summary["corrupt_files"][0].endswith("broken.jpg")
+    assert "broken.jpg" in caplog.text  # named in the driver's log
+    assert summary["rejected_not_white"] == 1
+    assert summary["written"] + summary["rejected_quality"] == 4 + 2 + 1
+    assert summary["written"] >= 6
+    assert summary["per_category"]["chair"] == 1 and summary["per_category"]["plant pot"] == 1
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+    table = io.read_parquet(out / "manifest.parquet")
+    assert table.column_names[:len(MANIFEST_COLUMNS)] == MANIFEST_COLUMNS
+    rows = table.to_pylist()
+    assert len(rows) == summary["written"]
+    ids = [r["cutout_id"] for r in rows]
+    assert ids[:4] == ["catalog/002.460.78", "catalog/002.675.08", "catalog/101.484.64", "catalog/799.019.69"]
+    assert "catalog/broken" not in ids and "rgba/plant" in ids
+    kinds = {r["cutout_id"].split("/")[0]: r["source_kind"] for r in rows}
+    assert kinds["catalog"] == "catalog" and kinds["rgba"] == "rgba"
+    for r in rows:
+        img = io.decode_rgba(r["rgba"])
+        assert img.shape == (r["height"], r["width"], 4)
+        assert 0.0 <= r["quality"] <= 1.0 and img[:, :, 3].max() == 255
+        assert (out / "png" / (r["cutout_id"] + ".png")).is_file()
+    chair = next(r for r in rows if r["cutout_id"] == "catalog/002.460.78")
+    assert chair["category"] == "chair" and chair["source"].endswith("002.460.78.jpg")
+
+    rejects = list(csv.DictReader(open(out / "rejects.csv")))
+    assert {r["cutout_id"]: r["status"] for r in rejects if r["status"] != "low_quality"} == {
+        "catalog/broken": "corrupt", "catalog/on_grey": "not_white"}
+
+    again = load_config(CutoutsConfig, out / "config.yaml")  # the resolved config, loadable as is
+    assert again == cfg
