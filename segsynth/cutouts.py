@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Literal, Sequence
 
 import cv2

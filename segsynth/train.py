@@ -1,8 +1,9 @@
 """The training loop, plain torch: data decoding and augmentation, loss, optimizer, one worker's
 epochs. Ray appears only in :func:`train_loop_per_worker` (dataset shard, checkpoint, report).
 
-Data flow: parquet rows -> :func:`decode_samples` (Ray Data tasks: split by cutout, mixing
-copies, decode, fit to ``size``) -> ``iter_torch_batches(collate_fn=Augmenter)`` (per-sample
+Data flow: parquet rows -> :func:`segsynth.pipeline.train.decode_samples` (Ray Data tasks,
+torch-free: split by cutout, mixing copies, decode, fit to ``size``) ->
+``iter_torch_batches(collate_fn=Augmenter)`` (per-sample
 augmentation drawn from ``rng_for(seed, "augment", epoch, key)``) -> :class:`Stepper`.
 
 Images are ``(N, S, S, 3) uint8`` until they reach the device; masks ``(N, 1, S, S) uint8``
@@ -38,79 +39,6 @@ log = logging.getLogger(__name__)
 SCORE_KEY = "checkpoint_score"  # Ray keeps the best checkpoints by this: validation IoU per epoch
 STEP_CHECKPOINT_SCORE = -1e9  # mid-epoch checkpoints are for resuming, never "the best"
 STATE_FILE = "state.pt"
-_HASH_RANGE = float(2**64)
-
-
-# ---------------------------------------------------------------- split and mixing
-def is_validation(cutout_id: str, val_fraction: float) -> bool:
-    """Whether a cutout is held out; by its id alone, so the split never changes with the seed."""
-    return stable_hash("val-split", str(cutout_id)) / _HASH_RANGE < val_fraction
-
-
-def copies(sample_id: str, weight: float, seed: int) -> int:
-    """How many times a training sample appears per epoch: ``floor(weight)`` plus one more with
-    probability ``frac(weight)``, decided by the sample id (the same subset every epoch)."""
-    whole, frac = int(math.floor(weight)), weight - math.floor(weight)
-    return whole + int(stable_hash("mix", seed, str(sample_id)) / _HASH_RANGE < frac)
-
-
-# ---------------------------------------------------------------- decoding (Ray Data tasks)
-def fit_square(arr: np.ndarray, size: int) -> np.ndarray:
-    """Resize the shorter side to ``size`` and centre-crop to ``(size, size)``; works for images
-    ``(H, W, 3)`` and masks ``(H, W)`` (linear interpolation keeps soft mask edges)."""
-    h, w = arr.shape[:2]
-    if (h, w) == (size, size):
-        return arr
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    arr = cv2.resize(arr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    y0, x0 = (nh - size) // 2, (nw - size) // 2
-    return np.ascontiguousarray(arr[y0:y0 + size, x0:x0 + size])
-
-
-def decode_samples(batch: dict[str, np.ndarray], role: str, size: int, val_fraction: float,
-                   weight: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
-    """One source's rows -> the ``role`` ("train" or "val") rows, decoded and fitted to ``size``.
-
-    Input columns: ``sample_id, cutout_id`` and either ``image, mask`` (encoded bytes) or
-    ``image_path, mask_path``. Output: ``key`` (str), ``image (N, S, S, 3) uint8``, ``mask (N, S, S)
-    uint8``; a training row appears :func:`copies` times. An unreadable row is skipped and logged.
-    """
-    keys, images, masks = [], [], []
-    skipped = 0
-    for i, sid in enumerate(batch["sample_id"]):
-        sid = str(sid)
-        held_out = is_validation(batch["cutout_id"][i], val_fraction)
-        if held_out != (role == "val"):
-            continue
-        n = 1 if role == "val" else copies(sid, weight, seed)
-        if n == 0:
-            continue
-        try:
-            if "image" in batch:
-                img_bytes, mask_bytes = batch["image"][i], batch["mask"][i]
-            else:
-                img_bytes, mask_bytes = io.read_bytes(batch["image_path"][i]), io.read_bytes(batch["mask_path"][i])
-            image = io.decode_image(img_bytes, name=f"{sid} image")
-            mask = io.decode_mask(mask_bytes, name=f"{sid} mask")
-            if image.shape[:2] != mask.shape:
-                raise io.ImageDecodeError(f"{sid}: image {image.shape[:2]} and mask {mask.shape} differ in size")
-        except (io.ImageDecodeError, OSError) as e:
-            skipped += 1
-            log.warning("skipping sample %s: %s", sid, e)
-            continue
-        image, mask = fit_square(image, size), fit_square(mask, size)
-        for k in range(n):
-            keys.append(f"{sid}#{k}")
-            images.append(image)
-            masks.append(mask)
-    if skipped:
-        log.warning("%d unreadable samples skipped in this batch", skipped)
-    return {
-        "key": np.asarray(keys, dtype=object),
-        "image": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
-        "mask": np.stack(masks) if masks else np.zeros((0, size, size), np.uint8),
-    }
 
 
 # ---------------------------------------------------------------- augmentation (batch loader)

@@ -175,6 +175,16 @@ class _ManifestWriter:
         self._sink.close()
         if self._local_tmp:
             Path(self._local_tmp).replace(self._final)
+        self._closed = True
+
+    def abort(self) -> None:
+        if getattr(self, "_closed", False):
+            return
+        self._writer.close()
+        self._sink.close()
+        if self._local_tmp:
+            Path(self._local_tmp).unlink(missing_ok=True)
+        self._closed = True
 
 
 def run(cfg: CutoutsConfig, address: str | None = None) -> dict:
@@ -189,29 +199,29 @@ def run(cfg: CutoutsConfig, address: str | None = None) -> dict:
     ray = init_ray(address)
 
     teacher = cfg.teacher
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // cfg.batch_size, 200)))
-    ds = ds.map_batches(
-        CutoutWorker,
-        fn_constructor_kwargs=dict(white=dataclasses.asdict(cfg.white), min_quality=cfg.min_quality,
-                                   teacher_path=teacher.path, teacher_kind=teacher.kind,
-                                   teacher_use_for=teacher.use_for, teacher_threads=teacher.threads,
-                                   png_compression=cfg.png_compression),
-        batch_size=cfg.batch_size, batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-        num_cpus=float(teacher.threads or 1) if teacher.path else 1.0,
-        num_gpus=teacher.num_gpus if teacher.path else 0.0,
-    )
-
-    ctx = ray.data.DataContext.get_current()
-    old_order = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True  # a manifest in input order, whatever the worker timing
     statuses: Counter = Counter()
     per_category: Counter = Counter()
     per_kind: Counter = Counter()
     corrupt: list[str] = []
     rejects: list[dict] = []
+    # a manifest in input order, whatever the worker timing; a dataset copies the context when made
+    ctx = ray.data.DataContext.get_current()
+    old_order = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
     writer = _ManifestWriter(io.join(cfg.out, MANIFEST))
     try:
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // cfg.batch_size, 200)))
+        ds = ds.map_batches(
+            CutoutWorker,
+            fn_constructor_kwargs=dict(white=dataclasses.asdict(cfg.white), min_quality=cfg.min_quality,
+                                       teacher_path=teacher.path, teacher_kind=teacher.kind,
+                                       teacher_use_for=teacher.use_for, teacher_threads=teacher.threads,
+                                       png_compression=cfg.png_compression),
+            batch_size=cfg.batch_size, batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+            num_cpus=float(teacher.threads or 1) if teacher.path else 1.0,
+            num_gpus=teacher.num_gpus if teacher.path else 0.0,
+        )
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
             for row in batch.to_dict("records"):
                 statuses[row["status"]] += 1
@@ -226,9 +236,10 @@ def run(cfg: CutoutsConfig, address: str | None = None) -> dict:
                     corrupt.append(row["source"])
                 rejects.append({k: row[k] for k in ("cutout_id", "source", "source_kind", "status", "quality",
                                                     "border_white", "reason")})
+        writer.close()
     finally:
         ctx.execution_options.preserve_order = old_order
-        writer.close()
+        writer.abort()  # no-op after close(): a failed run leaves no half manifest
 
     _write_rejects(cfg.out, rejects)
     summary = {

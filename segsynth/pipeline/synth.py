@@ -231,13 +231,14 @@ def _pending(cfg: SynthConfig, shards: list[dict]) -> list[dict]:
     return [s for s in shards if not io.exists(io.join(cfg.out, SHARD_DIR, shard_name(s["shard"])))]
 
 
-def _room_stage(ds, cfg: SynthConfig):
+def _room_stage(ray, ds, cfg: SynthConfig):
     """Add ``room_ids``/``room_images`` to each shard row with diffusers actors (GPU when asked)."""
     from segsynth.pipeline.rooms import ShardRooms
 
     r = cfg.rooms
     return ds.map_batches(ShardRooms, fn_constructor_kwargs={"cfg": r, "seed": cfg.seed}, batch_size=1,
-                          concurrency=r.workers, num_gpus=r.num_gpus or None, num_cpus=0 if r.num_gpus else 1)
+                          compute=ray.data.ActorPoolStrategy(size=r.workers),
+                          num_gpus=r.num_gpus or None, num_cpus=0 if r.num_gpus else 1)
 
 
 def run(cfg: SynthConfig, address: str | None = None) -> dict:
@@ -258,9 +259,9 @@ def run(cfg: SynthConfig, address: str | None = None) -> dict:
         ray = init_ray(address)
         ds = ray.data.from_items(pending, override_num_blocks=len(pending))
         if cfg.rooms.enabled:
-            ds = _room_stage(ds, cfg)
+            ds = _room_stage(ray, ds, cfg)
         ds = ds.map_batches(ShardWriter, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
-                            concurrency=cfg.workers, num_cpus=cfg.cpus_per_worker)
+                            compute=ray.data.ActorPoolStrategy(size=cfg.workers), num_cpus=cfg.cpus_per_worker)
         with tqdm(total=len(pending), desc="shards", unit="shard") as bar:
             for row in ds.iter_rows():
                 results.append(row)

@@ -23,11 +23,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+import cv2
+import numpy as np
+
 from segsynth import io
 from segsynth.config import ConfigError, save_config, to_dict
-from segsynth.train import copies, is_validation
+from segsynth.rng import stable_hash
 
 log = logging.getLogger(__name__)
+_HASH_RANGE = float(2**64)
 
 @dataclass(frozen=True)
 class DataSource:
@@ -95,6 +99,7 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None
     shuffle_buffer: int = 256  # local shuffle buffer (rows) per worker
+    cache_decoded: bool = False  # decode once into the object store (small sets: demo, tests) instead of every epoch
     fail_at_step: int | None = None  # chaos test: rank 0 raises once when reaching this step
 
     def check_inputs(self) -> None:
@@ -130,7 +135,78 @@ class TrainConfig:
         return self.torch_threads or max(1, int(self.worker_cpus))
 
 
-# ---------------------------------------------------------------- data: index, split, mixing
+# ---------------------------------------------------------------- data: split, mixing, decoding
+def is_validation(cutout_id: str, val_fraction: float) -> bool:
+    """Whether a cutout is held out; by its id alone, so the split never changes with the seed."""
+    return stable_hash("val-split", str(cutout_id)) / _HASH_RANGE < val_fraction
+
+
+def copies(sample_id: str, weight: float, seed: int) -> int:
+    """How many times a training sample appears per epoch: ``floor(weight)`` plus one more with
+    probability ``frac(weight)``, decided by the sample id (the same subset every epoch)."""
+    whole, frac = int(math.floor(weight)), weight - math.floor(weight)
+    return whole + int(stable_hash("mix", seed, str(sample_id)) / _HASH_RANGE < frac)
+
+
+# ---------------------------------------------------------------- decoding (Ray Data tasks: no torch here)
+def fit_square(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` and centre-crop to ``(size, size)``; works for images
+    ``(H, W, 3)`` and masks ``(H, W)`` (linear interpolation keeps soft mask edges)."""
+    h, w = arr.shape[:2]
+    if (h, w) == (size, size):
+        return arr
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    arr = cv2.resize(arr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    y0, x0 = (nh - size) // 2, (nw - size) // 2
+    return np.ascontiguousarray(arr[y0:y0 + size, x0:x0 + size])
+
+
+def decode_samples(batch: dict[str, np.ndarray], role: str, size: int, val_fraction: float,
+                   weight: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """One source's rows -> the ``role`` ("train" or "val") rows, decoded and fitted to ``size``.
+
+    Input columns: ``sample_id, cutout_id`` and either ``image, mask`` (encoded bytes) or
+    ``image_path, mask_path``. Output: ``key`` (str), ``image (N, S, S, 3) uint8``, ``mask (N, S, S)
+    uint8``; a training row appears :func:`copies` times. An unreadable row is skipped and logged.
+    """
+    keys, images, masks = [], [], []
+    skipped = 0
+    for i, sid in enumerate(batch["sample_id"]):
+        sid = str(sid)
+        held_out = is_validation(batch["cutout_id"][i], val_fraction)
+        if held_out != (role == "val"):
+            continue
+        n = 1 if role == "val" else copies(sid, weight, seed)
+        if n == 0:
+            continue
+        try:
+            if "image" in batch:
+                img_bytes, mask_bytes = batch["image"][i], batch["mask"][i]
+            else:
+                img_bytes, mask_bytes = io.read_bytes(batch["image_path"][i]), io.read_bytes(batch["mask_path"][i])
+            image = io.decode_image(img_bytes, name=f"{sid} image")
+            mask = io.decode_mask(mask_bytes, name=f"{sid} mask")
+            if image.shape[:2] != mask.shape:
+                raise io.ImageDecodeError(f"{sid}: image {image.shape[:2]} and mask {mask.shape} differ in size")
+        except (io.ImageDecodeError, OSError) as e:
+            skipped += 1
+            log.warning("skipping sample %s: %s", sid, e)
+            continue
+        image, mask = fit_square(image, size), fit_square(mask, size)
+        for k in range(n):
+            keys.append(f"{sid}#{k}")
+            images.append(image)
+            masks.append(mask)
+    if skipped:
+        log.warning("%d unreadable samples skipped in this batch", skipped)
+    return {
+        "key": np.asarray(keys, dtype=object),
+        "image": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
+        "mask": np.stack(masks) if masks else np.zeros((0, size, size), np.uint8),
+    }
+
+
 def _shard_files(path: str) -> list[str]:
     shards = io.join(path, "shards")
     folder = shards if io.exists(shards) else path
@@ -185,8 +261,6 @@ def build_datasets(cfg: TrainConfig):
     """``(train, val)`` Ray Datasets of ``{key, image (S, S, 3) uint8, mask (S, S) uint8}`` rows."""
     import ray.data
 
-    from segsynth.train import decode_samples
-
     splits = {"train": [], "val": []}
     for s in cfg.data:
         if s.kind == "synthetic":
@@ -202,6 +276,8 @@ def build_datasets(cfg: TrainConfig):
     train = train.randomize_block_order(seed=cfg.seed)
     if cfg.val_max_samples is not None:
         val = val.limit(cfg.val_max_samples)
+    if cfg.cache_decoded:  # augmentation happens later, per epoch, in the batch loader
+        train, val = train.materialize(), val.materialize()
     return train, val
 
 

@@ -49,12 +49,11 @@ def test_rooms_stage_writes_the_library(ray_local, tiny_sd, tmp_path):
     assert rooms.read_library(str(tmp_path / "rooms"))[0]["bg_id"] == rows[0]["bg_id"]
 
 
-def _mean_color(batch: dict) -> dict:
-    """Stands in for the CPU compositing stage: decodes each room it is streamed."""
-    return {"bg_id": batch["bg_id"], "mean": np.array([io.decode_image(b).mean() for b in batch["image"]])}
-
-
 def test_rooms_stream_into_a_cpu_stage(ray_local, tiny_sd, tmp_path):
+    def _mean_color(batch: dict) -> dict:  # nested: pickled by value (the test module is not importable by workers)
+        """Stands in for the CPU compositing stage: decodes each room it is streamed."""
+        return {"bg_id": batch["bg_id"], "mean": np.array([io.decode_image(b).mean() for b in batch["image"]])}
+
     cfg = _cfg(tiny_sd, tmp_path / "unused", "count=4", "prompts.method_prompt_fraction=1.0")
     stream = rooms.generate_rooms_dataset(cfg, start=10)
     out = stream.dataset.map_batches(_mean_color, batch_format="numpy", num_cpus=0.5, concurrency=1).take_all()

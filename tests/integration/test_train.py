@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 SIZE = 64
 TINY = ["encoder_name=tu-mobilenetv3_small_050", "encoder_weights=null", "decoder_pyramid_channels=64",
         "decoder_segmentation_channels=32", f"size={SIZE}", "batch_size=4", "shuffle_buffer=8",
-        "val_fraction=0.25", "warmup_steps=2", "lr=0.003"]
+        "val_fraction=0.25", "warmup_steps=2", "lr=0.003", "cache_decoded=true"]
 
 
 def make_synth(folder: Path, n_cutouts: int = 8, per_cutout: int = 4, size: int = SIZE, seed: int = 0) -> Path:
@@ -66,7 +66,7 @@ def _config(tmp_path: Path, synth: Path, *extra: str):
 
 def test_plan_splits_by_cutout_and_mixes(tmp_path):
     from segsynth.pipeline.train import TrainConfig, plan
-    from segsynth.train import is_validation
+    from segsynth.pipeline.train import is_validation
 
     synth = make_synth(tmp_path / "synth")
     labelled = make_labelled(tmp_path / "real")

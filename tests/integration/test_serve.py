@@ -1,0 +1,202 @@
+"""The Serve endpoint on a local Ray with a tiny random model: round trips, options, refusals
+under concurrent load, batching, the client, graceful shutdown. Loopback only."""
+from __future__ import annotations
+
+import argparse
+import io as pyio
+import json
+import socket
+import struct
+import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("ray.serve")
+
+pytestmark = pytest.mark.ray
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _image(w: int, h: int, fmt: str = "PNG", mode: str = "RGB") -> bytes:
+    arr = np.random.default_rng(w * 1000 + h).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    buf = pyio.BytesIO()
+    Image.fromarray(arr).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _bomb(side: int = 20_000) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def endpoint(ray_local, tmp_path_factory):
+    from segsynth.model import ModelSpec, build_model, preprocessing, save_model_folder
+    from segsynth.pipeline.serve import ServeConfig, start, stop
+
+    spec = ModelSpec(encoder_name="tu-mobilenetv3_small_050", decoder_pyramid_channels=32, decoder_segmentation_channels=32)
+    folder = str(tmp_path_factory.mktemp("serve") / "tiny")
+    save_model_folder(folder, build_model(spec), {"name": "tiny", "model": spec.__dict__, "preprocessing": preprocessing(64)})
+    cfg = ServeConfig(model=folder, port=_free_port(), max_batch_size=8, batch_wait_timeout_s=0.05,
+                      max_ongoing_requests=32, num_cpus=0.5, max_upload_bytes=300_000, max_pixels=2_000_000)
+    url = start(cfg)
+    yield url
+    stop()
+
+
+def _post(url: str, data: bytes, multipart: bool = True, **params) -> httpx.Response:
+    kw = {"files": {"file": ("x.png", data)}} if multipart else {"content": data}
+    return httpx.post(f"{url}/v1/remove", params=params, timeout=120.0, **kw)
+
+
+def test_health_ready_model_docs(endpoint):
+    assert httpx.get(f"{endpoint}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{endpoint}/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    card = httpx.get(f"{endpoint}/v1/model").json()
+    assert card["name"] == "tiny" and card["preprocessing"]["size"] == 64 and card["serving"]["max_batch_size"] == 8
+    paths = httpx.get(f"{endpoint}/openapi.json").json()["paths"]
+    assert {"/v1/remove", "/v1/remove:batch", "/healthz", "/readyz", "/v1/model"} <= set(paths)
+    assert httpx.get(f"{endpoint}/docs").status_code == 200
+    missing = httpx.get(f"{endpoint}/nope")
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_round_trip_sizes_and_alpha(endpoint):
+    cases = [(64, 48, "PNG", "RGB", True), (33, 97, "JPEG", "L", False), (150, 20, "WEBP", "RGB", True),
+             (40, 40, "PNG", "RGBA", False), (17, 5, "PNG", "P", True)]
+    with ThreadPoolExecutor(len(cases)) as pool:  # concurrent: different sizes share batches
+        responses = list(pool.map(lambda c: _post(endpoint, _image(*c[:2], c[2], c[3]), multipart=c[4]), cases))
+    for (w, h, *_), r in zip(cases, responses):
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "image/png" and r.headers["x-image-size"] == f"{w}x{h}"
+        im = Image.open(pyio.BytesIO(r.content))
+        assert im.size == (w, h) and im.mode == "RGBA"
+        alpha = np.asarray(im)[:, :, 3]
+        assert alpha.dtype == np.uint8 and len(np.unique(alpha)) > 2  # a soft alpha by default
+
+
+def test_options(endpoint):
+    data = _image(50, 30)
+    mask = Image.open(pyio.BytesIO(_post(endpoint, data, output="mask", threshold="0.5").content))
+    assert mask.mode == "L" and mask.size == (50, 30) and set(np.unique(np.asarray(mask))) <= {0, 255}
+    r = _post(endpoint, data, output="composite", bg="#00ff00", format="jpeg")
+    assert r.headers["content-type"] == "image/jpeg" and Image.open(pyio.BytesIO(r.content)).mode == "RGB"
+    webp = _post(endpoint, data, format="webp")
+    assert webp.headers["content-type"] == "image/webp" and Image.open(pyio.BytesIO(webp.content)).mode == "RGBA"
+    bad = _post(endpoint, data, format="jpeg")  # rgba has no jpeg
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_option"
+
+
+def test_batch_endpoint_zip_and_json(endpoint):
+    files = [("file", ("a.png", _image(30, 20))), ("file", ("b.jpg", _image(20, 30, "JPEG"))),
+             ("file", ("bad.png", b"not an image"))]
+    r = httpx.post(f"{endpoint}/v1/remove:batch", files=files, timeout=120.0)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    zf = zipfile.ZipFile(pyio.BytesIO(r.content))
+    assert sorted(zf.namelist()) == ["a.png", "b.png", "errors.json"]
+    assert Image.open(zf.open("b.png")).size == (20, 30)
+    assert json.loads(zf.read("errors.json"))[0]["error"]["code"] == "not_an_image"
+    j = httpx.post(f"{endpoint}/v1/remove:batch", params={"response": "json", "output": "mask"}, files=files[:2],
+                   timeout=120.0).json()
+    import base64
+
+    assert [x["name"] for x in j["results"]] == ["a.png", "b.jpg"]
+    assert Image.open(pyio.BytesIO(base64.b64decode(j["results"][0]["data"]))).size == (30, 20)
+    none_ok = httpx.post(f"{endpoint}/v1/remove:batch", files=[("file", ("e.png", b""))], timeout=60.0)
+    assert none_ok.status_code == 400 and none_ok.json()["error"]["code"] == "empty"
+
+
+def test_bad_inputs_are_4xx_while_good_requests_succeed(endpoint):
+    good = _image(64, 64)
+    png = _image(80, 80)
+    bad = {
+        "empty": (b"", True, {}, 400),
+        "empty_body": (b"", False, {}, 400),
+        "not_an_image": (b"GIF89 this is text" * 10, True, {}, 415),
+        "truncated": (png[: len(png) // 2], True, {}, 422),
+        "bomb": (_bomb(), False, {}, 413),
+        "too_large": (np.random.default_rng(1).bytes(400_000), False, {}, 413),
+        "bad_option": (good, True, {"threshold": "high"}, 400),
+    }
+
+    def call(item):
+        name, (data, multipart, params, _) = item
+        return name, _post(endpoint, data, multipart, **params)
+
+    with ThreadPoolExecutor(8) as pool:
+        goods = [pool.submit(_post, endpoint, good) for _ in range(4)]
+        results = dict(pool.map(call, bad.items()))
+        goods = [g.result() for g in goods]
+    for name, r in results.items():
+        assert r.status_code == bad[name][3], (name, r.status_code, r.text)
+        err = r.json()["error"]
+        assert err["code"] and err["message"], name
+    assert results["bomb"].json()["error"]["code"] == "too_many_pixels"
+    assert all(g.status_code == 200 for g in goods)
+    multi = httpx.post(f"{endpoint}/v1/remove", files=[("file", ("a.png", good)), ("file", ("b.png", good))])
+    assert multi.status_code == 400
+    assert httpx.get(f"{endpoint}/readyz").status_code == 200  # the replica keeps serving
+    assert _post(endpoint, good).status_code == 200
+    stats = httpx.get(f"{endpoint}/v1/stats").json()
+    assert stats["errors"].get("too_many_pixels", 0) >= 1 and stats["errors"].get("too_large", 0) >= 1
+
+
+def test_batching_happens_under_concurrent_load(endpoint):
+    before = httpx.get(f"{endpoint}/v1/stats").json()
+    images = [_image(32 + 8 * i, 64 - 4 * i) for i in range(8)]
+    with ThreadPoolExecutor(16) as pool:
+        codes = [r.status_code for r in pool.map(lambda i: _post(endpoint, images[i % 8]), range(32))]
+    assert codes == [200] * 32
+    after = httpx.get(f"{endpoint}/v1/stats").json()
+    new = {int(k): v - before["batch_sizes"].get(k, 0) for k, v in after["batch_sizes"].items()}
+    assert sum(k * v for k, v in new.items()) == 32
+    assert max(k for k, v in new.items() if v > 0) > 1, new  # several requests shared a forward pass
+
+
+def test_remote_client(endpoint, tmp_path):
+    from segsynth.remove import add_arguments, main
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.png").write_bytes(_image(30, 20))
+    (src / "sub" / "b.jpg").write_bytes(_image(20, 40, "JPEG"))
+    (src / "bad.jpg").write_bytes(b"nope")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    rc = main(p.parse_args([str(src), "--out", str(tmp_path / "out"), "--url", endpoint, "--concurrency", "4",
+                            "--no-progress", "--output", "composite", "--bg", "#ffffff", "--format", "jpeg"]))
+    assert rc == 1  # bad.jpg: 415, not retried
+    assert Image.open(tmp_path / "out" / "a.jpg").size == (30, 20)
+    assert Image.open(tmp_path / "out" / "sub" / "b.jpg").size == (20, 40)
+    assert not (tmp_path / "out" / "bad.jpg").exists()
+
+
+def test_graceful_shutdown(endpoint):
+    """Requests in flight when shutdown starts complete; then the port is closed. Runs last."""
+    import time
+
+    from segsynth.pipeline.serve import stop
+
+    data = _image(64, 64)
+    with ThreadPoolExecutor(8) as pool:
+        inflight = [pool.submit(_post, endpoint, data) for _ in range(8)]
+        time.sleep(0.2)
+        stop()
+        codes = [f.result().status_code for f in inflight]
+    assert codes == [200] * 8, codes
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{endpoint}/healthz", timeout=5.0)

@@ -1,0 +1,76 @@
+"""``segsynth remove`` in-process: mirrored names, options, bad files counted, exit status."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segsynth import io
+from segsynth.remove import add_arguments, main, plan
+
+
+def _tiny_checkpoint(folder) -> str:
+    from segsynth.model import ModelSpec, build_model, preprocessing, save_model_folder
+
+    spec = ModelSpec(encoder_name="tu-mobilenetv3_small_050", decoder_pyramid_channels=32, decoder_segmentation_channels=32)
+    model = build_model(spec, encoder_weights=None)
+    card = {"name": "tiny", "model": spec.__dict__, "preprocessing": preprocessing(64)}
+    return save_model_folder(str(folder), model, card)
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p.parse_args(argv)
+
+
+def _write(path, w, h, mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(w * h).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(arr).convert(mode).save(path)
+
+
+def test_plan_mirrors_names(tmp_path):
+    _write(tmp_path / "in" / "a.jpg", 20, 10)
+    _write(tmp_path / "in" / "sub" / "b.png", 10, 20)
+    _write(tmp_path / "c.webp", 8, 8)
+    jobs = plan([str(tmp_path / "in"), str(tmp_path / "c.webp")], str(tmp_path / "out"), ".png")
+    assert [j.dest for j in jobs] == [str(tmp_path / "out" / n) for n in ("a.png", "sub/b.png", "c.png")]
+    _write(tmp_path / "other" / "a.jpg", 8, 8)
+    with pytest.raises(ValueError, match="both be written"):
+        plan([str(tmp_path / "in"), str(tmp_path / "other")], str(tmp_path / "out"), ".png")
+    with pytest.raises(FileNotFoundError):
+        plan([str(tmp_path / "missing.jpg")], str(tmp_path / "out"), ".png")
+
+
+def test_in_process_remove(tmp_path, caplog):
+    model = _tiny_checkpoint(tmp_path / "ckpt")
+    src = tmp_path / "photos"
+    _write(src / "wide.jpg", 96, 48)
+    _write(src / "tall" / "gray.png", 40, 72, mode="L")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "out"
+    rc = main(_args([str(src), "--out", str(out), "--model", model, "--no-progress"]))
+    assert rc == 1  # one bad file
+    assert "broken.jpg" in caplog.text
+    wide = Image.open(out / "wide.png")
+    gray = Image.open(out / "tall" / "gray.png")
+    assert (wide.size, wide.mode) == ((96, 48), "RGBA") and (gray.size, gray.mode) == ((40, 72), "RGBA")
+    assert not (out / "broken.png").exists()
+
+    # options; existing outputs are skipped unless --overwrite
+    rc = main(_args([str(src / "wide.jpg"), "--out", str(tmp_path / "masks"), "--model", model, "--output", "mask",
+                     "--threshold", "0.5", "--format", "jpeg", "--no-progress"]))
+    assert rc == 0
+    m = np.asarray(Image.open(tmp_path / "masks" / "wide.jpg"))
+    assert m.shape == (48, 96)
+    assert main(_args([str(src / "wide.jpg"), "--out", str(out), "--model", model, "--no-progress"])) == 0
+
+
+def test_bad_arguments_are_exit_2(tmp_path):
+    _write(tmp_path / "a.jpg", 8, 8)
+    assert main(_args([str(tmp_path / "a.jpg"), "--out", str(tmp_path / "o"), "--no-progress"])) == 2  # no model, no url
+    assert main(_args([str(tmp_path / "a.jpg"), "--out", str(tmp_path / "o"), "--model", "x", "--format", "jpeg"])) == 2
+    assert not io.exists(str(tmp_path / "o"))
