@@ -82,8 +82,10 @@ def section(results: dict, cpu_info: str) -> str:
         fmt = lambda v: f"{v:.3g}" if v else "n/a"  # noqa: E731
         ratio = f"{b8 / b1:.2f}" if b1 and b8 else "n/a"
         lines.append(f"| {preset} | {r['device_name']} | {r['dtype']} | {size} | {steps} | {fmt(b1)} | {fmt(b8)} | {ratio} |")
-    lines += ["", f"CPU figures: {cpu_info}. The tiny pipeline (a few MB, 64 px) measures the plumbing, not "
-              "image quality; its batch ratio shows little because per-image work is tiny and the CPU is shared. "
+    lines += ["", f"CPU row: {cpu_info}. The tiny pipeline (a few MB, 64 px, 2 steps) measures the plumbing, not "
+              "image quality or real diffusion cost: its per-call overhead (text encoder, scheduler, Python) dwarfs "
+              "its per-image work, so batching amortises almost all of it and the ratio is large; on a shared, "
+              "loaded CPU the absolute rate mostly measures the contention. "
               "The GPU row is the figure that matters for sizing a cluster: full-size SD 1.5 shapes "
               "(UNet 860M parameters) at 512 px in fp16; run `python benchmarks/rooms.py --device cuda --write` "
               "on a GPU node to fill it.", ""]
@@ -98,8 +100,12 @@ def write_section(path: Path, text: str) -> None:
         new = old.rstrip("\n") + "\n\n" + text
     else:
         end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
+        new = old[:start] + _section_text(text) + (old[end + 1:] if end >= 0 else "")
     path.write_text(new.rstrip("\n") + "\n")
+
+
+def _section_text(text: str) -> str:
+    return text.rstrip("\n") + "\n\n"
 
 
 def main(argv=None) -> int:
@@ -113,6 +119,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     devices = ["cpu"]
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
         devices.append("cuda")
@@ -124,9 +131,10 @@ def main(argv=None) -> int:
             r = measure(model, device, size, steps, args.images or images, args.batch_sizes)
         r["device_name"] = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
         results[device] = r
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cpu_info = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-                f"with {torch.get_num_threads()} threads, load average {load:.1f} during the run")
+                f"with {torch.get_num_threads()} threads, 1-minute load average {load_start:.1f} at the start "
+                f"of the run and {load_end:.1f} at its end")
     print(json.dumps({d: {**r, "bps": {str(k): round(v, 4) for k, v in r["bps"].items()}} for d, r in results.items()},
                      indent=2))
     if args.write:

@@ -213,48 +213,48 @@ def _thumb(arr: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(arr, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _label(tile: np.ndarray, text: str, bar: int = 18) -> np.ndarray:
+def _cell(tile: np.ndarray, text: str, width: int, bar: int = 18) -> np.ndarray:
+    """A white cell ``width`` wide: the label on top, the tile centred with a grey frame."""
     import cv2
 
-    out = np.full((tile.shape[0] + bar, tile.shape[1], 3), 255, np.uint8)
-    out[bar:] = tile
-    cv2.putText(out, text[: max(tile.shape[1] // 7, 4)], (3, bar - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    h, w = tile.shape[:2]
+    out = np.full((h + bar + 2, width + 2, 3), 255, np.uint8)
+    x0 = (width - w) // 2 + 1
+    out[bar + 1:bar + 1 + h, x0:x0 + w] = tile
+    cv2.rectangle(out, (x0 - 1, bar), (x0 + w, bar + h + 1), (160, 160, 160), 1)
+    cv2.putText(out, text[: max(width // 7, 4)], (3, bar - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     return out
 
 
 def gallery(cases: Sequence[Mapping], models: Sequence[str], path: str, metric: str = "ssim_box",
-            height: int = 128, cell_width: int | None = None) -> str:
+            height: int = 128, gap: int = 4) -> str:
     """Worst cases as rows ``image | truth | model 1 | model 2 ...`` -> PNG at ``path``.
 
     ``cases``: dicts with ``stem``, ``image (H, W, 3) uint8``, ``truth (H, W) uint8`` and
-    ``preds``: ``{model: ((H, W) uint8 or None, metric value)}``. Each tile is labelled
-    (stem, "truth", model and its ``metric``).
+    ``preds``: ``{model: ((H, W) uint8 or None, metric value)}``. Every tile is ``height``
+    pixels high, framed and labelled (stem, "truth", model and its ``metric``); a missing
+    prediction is a grey tile.
     """
-    import cv2
-
     if not cases:
         raise ValueError("gallery: no cases to draw")
-    rows = []
+    table = []
     for case in cases:
-        tiles = [_label(_thumb(case["image"], height), str(case["stem"])), _label(_thumb(case["truth"], height), "truth")]
+        truth = _thumb(case["truth"], height)
+        tiles = [(_thumb(case["image"], height), str(case["stem"])), (truth, "truth")]
         for m in models:
             pred, value = case["preds"].get(m, (None, None))
-            if pred is None:
-                tile = np.full_like(_thumb(case["truth"], height), 200)
-            else:
-                tile = _thumb(pred, height)
-            tiles.append(_label(tile, f"{m} {fmt(value, 2)}" if value is not None else m))
-        cw = cell_width or max(t.shape[1] for t in tiles)
-        padded = []
-        for t in tiles:
-            cell = np.full((t.shape[0], cw, 3), 255, np.uint8)
-            tw = min(t.shape[1], cw)
-            cell[:, :tw] = t[:, :tw]
-            padded.append(cell)
-        rows.append(np.concatenate([np.concatenate([c, np.full((c.shape[0], 4, 3), 255, np.uint8)], 1) for c in padded], 1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    sheet = np.concatenate(rows, 0)
+            tile = np.full_like(truth, 200) if pred is None else _thumb(pred, height)
+            tiles.append((tile, f"{m} {fmt(value, 2)}" if value is not None else m))
+        table.append(tiles)
+    width = max(max(t.shape[1] for t, _ in tiles) for tiles in table)
+    width = max(width, 7 * max(len(m) + 5 for m in models))  # room for the labels
+    rows = []
+    for tiles in table:
+        cells = [_cell(t, text, width) for t, text in tiles]
+        sep = np.full((cells[0].shape[0], gap, 3), 255, np.uint8)
+        rows.append(np.concatenate([x for c in cells for x in (c, sep)][:-1], 1))
+        rows.append(np.full((gap, rows[-1].shape[1], 3), 255, np.uint8))
+    sheet = np.concatenate(rows[:-1], 0)
     io.write_bytes(path, io.encode_png(sheet, compression=6))
     return path
 

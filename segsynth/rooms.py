@@ -200,22 +200,26 @@ def dedupe(hashes: Sequence[int], max_distance: int = 4, seen: Sequence[int] = (
 
     Deterministic for a given order. ``max_distance: 0`` drops exact hash repeats only.
     """
-    kept = np.array([int(h) for h in seen], dtype=np.uint64)
+    kept = np.zeros(len(seen) + len(hashes), dtype=np.uint64)  # kept hashes, filled in order
+    kept[:len(seen)] = [int(h) for h in seen]
+    n = len(seen)
     keep: list[bool] = []
-    new: list[int] = []
     for h in hashes:
         h = np.uint64(int(h))
-        dup = bool(kept.size and int(np.bitwise_count(kept ^ h).min()) <= max_distance) or \
-            bool(new and int(np.bitwise_count(np.array(new, dtype=np.uint64) ^ h).min()) <= max_distance)
+        dup = n > 0 and int(np.bitwise_count(kept[:n] ^ h).min()) <= max_distance
         keep.append(not dup)
         if not dup:
-            new.append(int(h))
+            kept[n] = h
+            n += 1
     return keep
 
 
 # --------------------------------------------------------------------------- model source
-class RoomModelError(RuntimeError):
-    """A diffusion model that cannot be found or loaded; the message says how to fix it."""
+class RoomModelError(ConfigError):
+    """A diffusion model that cannot be found or loaded; the message says how to fix it.
+
+    A :class:`ConfigError` (the ``model`` key is unusable), so ``segsynth rooms`` reports it
+    in one line and exits with status 2."""
 
 
 def hub_offline() -> bool:

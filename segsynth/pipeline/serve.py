@@ -110,10 +110,16 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> None:
                        "see the replica's log in the Ray session folder")
 
 
-def stop() -> None:
-    """Shut Serve down: the proxy stops taking requests, replicas finish what they hold, then exit."""
+def stop(app_name: str | None = "segsynth") -> None:
+    """Shut down gracefully: delete the app first, so its replicas finish the requests they hold
+    (answered through the still-running proxy) before the proxy itself goes, then stop Serve."""
     from ray import serve
 
+    if app_name:
+        try:
+            serve.delete(app_name, _blocking=True)
+        except Exception as e:  # noqa: BLE001  Serve not running or app gone: shutdown below still applies
+            log.debug("serve.delete(%s): %s", app_name, e)
     serve.shutdown()
     log.info("endpoint shut down")
 
@@ -139,7 +145,7 @@ def run(cfg: ServeConfig, address: str | None = None) -> dict:
     except KeyboardInterrupt:
         log.info("interrupted: shutting down")
     finally:
-        stop()
+        stop(cfg.app_name)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return {"url": url, "served_s": round(time.time() - started, 1)}
@@ -170,7 +176,7 @@ def demo_roundtrip(cfg: ServeConfig, images: list[str], out: str, address: str |
                 written.append(dest)
             card = client.get(f"{url}/v1/model").json()
     finally:
-        stop()
+        stop(cfg.app_name)
     summary = {"url": url, "out": out, "written": len(written), "failed": failed,
                "latency_ms": [round(x, 1) for x in latencies], "model": card.get("name"), "cutouts": written}
     save_config(cfg, out)

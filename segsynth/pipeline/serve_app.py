@@ -20,8 +20,8 @@ into one ``(N, S, S)`` tensor, so one forward pass serves them all and the shape
 are fixed (memory does not creep with every new aspect ratio); each mask goes back to its own
 image's size.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI must see the route signatures'
+# types (Request) at runtime, and Serve's ingress rewrites the methods out of this module's scope.
 import asyncio
 import base64
 import collections

@@ -11,7 +11,7 @@ atomically. So:
 - a re-run skips the shards already written (and refuses an ``out`` made with another config);
 - a corrupt cutout or background is skipped, counted and named; the job goes on.
 
-With ``rooms.enabled`` the empty rooms are generated on the fly: a GPU stage (diffusers actors)
+With ``rooms_per_shard > 0`` empty rooms are generated on the fly: a GPU stage (diffusers actors)
 adds generated rooms to each shard row, streaming into the CPU compositing stage, each stage
 with its own resources and pool size.
 """
@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from segsynth import io
 from segsynth.config import ConfigError, dump_config, save_config
+from segsynth.pipeline.rooms import RoomsConfig
 from segsynth.synth import Background, CompositeConfig, Cutout, make_sample, load_backgrounds, load_cutouts
 
 log = logging.getLogger(__name__)
@@ -39,23 +40,8 @@ SUMMARY = "summary.json"
 CONTACT_SHEET = "contact_sheet.png"
 # Keys of the config that change the samples: a re-run into the same ``out`` must match them.
 SAMPLE_KEYS = ("cutouts", "backgrounds", "seed", "size", "samples_per_cutout", "shard_size", "categories",
-               "limit_cutouts", "image_format", "jpeg_quality", "distractor_cutouts", "composite", "rooms")
-
-
-@dataclass(frozen=True)
-class OnTheFlyRooms:
-    """Empty rooms generated with diffusers while compositing (see ``segsynth rooms``)."""
-
-    enabled: bool = False
-    model: str = "stabilityai/stable-diffusion-2-1-base"  # local folder, or a hub id where the hub is reachable
-    per_shard: int = 4          # rooms generated for each shard, used as its room/scene canvases
-    size: int = 512
-    steps: int = 25
-    guidance_scale: float = 7.5
-    batch_size: int = 4
-    workers: int = 1            # diffusion actors
-    num_gpus: float = 1.0       # per diffusion actor; 0 runs on CPU
-    device: str = "auto"
+               "limit_cutouts", "image_format", "jpeg_quality", "distractor_cutouts", "composite",
+               "rooms_per_shard", "rooms")
 
 
 @dataclass(frozen=True)
@@ -77,7 +63,11 @@ class SynthConfig:
     write_folders: bool = False                   # also OUT/images/*.jpg and OUT/masks/*.png
     contact_sheet: int = 24                       # samples on OUT/contact_sheet.png; 0: none
     composite: CompositeConfig = field(default_factory=CompositeConfig)
-    rooms: OnTheFlyRooms = field(default_factory=OnTheFlyRooms)
+    # On-the-fly empty rooms: this many rooms are generated for each shard (0: off) with the
+    # generator settings of ``rooms.*`` (``model``, ``size``, ``steps``, ``num_gpus``, ``workers``
+    # ...; its ``out`` and ``count`` are not used here). They join ``backgrounds`` as canvases.
+    rooms_per_shard: int = 0
+    rooms: RoomsConfig = field(default_factory=RoomsConfig)
 
     def check_inputs(self) -> None:
         if self.size < 32:
@@ -85,6 +75,8 @@ class SynthConfig:
         for key in ("samples_per_cutout", "workers", "shard_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be at least 1, got {getattr(self, key)}")
+        if self.rooms_per_shard < 0:
+            raise ConfigError(f"rooms_per_shard: must be >= 0 (0 turns on-the-fly rooms off), got {self.rooms_per_shard}")
         if self.cpus_per_worker <= 0:
             raise ConfigError(f"cpus_per_worker: must be > 0, got {self.cpus_per_worker}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -231,14 +223,50 @@ def _pending(cfg: SynthConfig, shards: list[dict]) -> list[dict]:
     return [s for s in shards if not io.exists(io.join(cfg.out, SHARD_DIR, shard_name(s["shard"])))]
 
 
-def _room_stage(ray, ds, cfg: SynthConfig):
-    """Add ``room_ids``/``room_images`` to each shard row with diffusers actors (GPU when asked)."""
-    from segsynth.pipeline.rooms import ShardRooms
+class ShardRooms:
+    """The diffusion stage of on-the-fly rooms, a Ray Data callable class (one pipeline per actor).
 
+    Adds ``room_ids`` and ``room_images`` (JPEG bytes) to each shard row: ``rooms_per_shard``
+    rooms from prompts ``shard * rooms_per_shard + j`` of the prompt bank, so a shard's rooms
+    depend on ``(rooms.seed, shard)`` alone. Blank images (safety-checker blanks, black frames)
+    are dropped by the quality gate of ``segsynth.rooms``.
+    """
+
+    def __init__(self, rooms: RoomsConfig, per_shard: int):
+        from segsynth.rooms import RoomGenerator
+
+        self.rooms, self.per_shard = rooms, per_shard
+        self.generator = RoomGenerator(
+            rooms.model, size=rooms.size, steps=rooms.steps, guidance=rooms.guidance_scale,
+            device=rooms.actor_device, dtype=rooms.dtype, batch_size=rooms.batch_size, run_seed=rooms.seed,
+            jpeg_quality=rooms.jpeg_quality, blank_min_std=rooms.blank_min_std, blank_black_level=rooms.blank_black_level)
+
+    def __call__(self, batch: dict) -> dict:
+        from segsynth.rooms import make_prompts
+
+        n = len(batch["shard"])
+        ids, images = np.empty(n, dtype=object), np.empty(n, dtype=object)
+        for i, shard in enumerate(batch["shard"]):
+            prompts = make_prompts(self.rooms.prompts, self.per_shard, self.rooms.seed, start=int(shard) * self.per_shard)
+            rows = self.generator({
+                "prompt": np.array([p.prompt for p in prompts], dtype=object),
+                "negative_prompt": np.array([p.negative_prompt for p in prompts], dtype=object),
+                "seed": np.array([p.seed for p in prompts], np.int64),
+                "index": np.array([p.index for p in prompts], np.int64)})
+            keep = ~rows["blank"]
+            ids[i], images[i] = list(rows["bg_id"][keep]), list(rows["image"][keep])
+        return {**batch, "room_ids": ids, "room_images": images}
+
+
+def _room_stage(ray, ds, cfg: SynthConfig):
+    """The GPU stage before compositing, with its own resources and pool size (``rooms.*``)."""
+    from segsynth.rooms import resolve_model
+
+    resolve_model(cfg.rooms.model)  # offline with a hub id: fail now, with the fix, not in an actor
     r = cfg.rooms
-    return ds.map_batches(ShardRooms, fn_constructor_kwargs={"cfg": r, "seed": cfg.seed}, batch_size=1,
-                          compute=ray.data.ActorPoolStrategy(size=r.workers),
-                          num_gpus=r.num_gpus or None, num_cpus=0 if r.num_gpus else 1)
+    return ds.map_batches(ShardRooms, fn_constructor_kwargs={"rooms": r, "per_shard": cfg.rooms_per_shard},
+                          batch_size=1, compute=ray.data.ActorPoolStrategy(size=r.workers),
+                          num_gpus=r.num_gpus or None, num_cpus=r.num_cpus)
 
 
 def run(cfg: SynthConfig, address: str | None = None) -> dict:
@@ -258,7 +286,7 @@ def run(cfg: SynthConfig, address: str | None = None) -> dict:
     if pending:
         ray = init_ray(address)
         ds = ray.data.from_items(pending, override_num_blocks=len(pending))
-        if cfg.rooms.enabled:
+        if cfg.rooms_per_shard:
             ds = _room_stage(ray, ds, cfg)
         ds = ds.map_batches(ShardWriter, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=cfg.workers), num_cpus=cfg.cpus_per_worker)

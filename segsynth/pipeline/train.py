@@ -257,10 +257,34 @@ def plan(cfg: TrainConfig) -> SplitCounts:
     return SplitCounts(train, val, tuple(rows))
 
 
+def _decoded_locally(cfg: TrainConfig, role: str) -> list[dict]:
+    """Every ``role`` row of every source, decoded in this process (``cache_decoded``)."""
+    rows = []
+    for s in cfg.data:
+        if s.kind == "synthetic":
+            table = io.read_parquet(io.join(s.path, "shards") if io.exists(io.join(s.path, "shards")) else s.path,
+                                    columns=["sample_id", "cutout_id", "image", "mask"])
+            batch = {c: np.asarray(table.column(c).to_pylist(), dtype=object) for c in table.column_names}
+        else:
+            items = _index(s)
+            batch = {k: np.asarray([it[k] for it in items], dtype=object) for k in items[0]}
+        out = decode_samples(batch, role, cfg.size, cfg.val_fraction, s.weight, cfg.seed)
+        rows += [{"key": k, "image": im, "mask": m} for k, im, m in zip(out["key"], out["image"], out["mask"])]
+    return rows
+
+
 def build_datasets(cfg: TrainConfig):
-    """``(train, val)`` Ray Datasets of ``{key, image (S, S, 3) uint8, mask (S, S) uint8}`` rows."""
+    """``(train, val)`` Ray Datasets of ``{key, image (S, S, 3) uint8, mask (S, S) uint8}`` rows.
+
+    Streaming (default): parquet shards and labelled folders are read and decoded by Ray Data
+    tasks every epoch, so a dataset larger than memory streams through. ``cache_decoded``: small
+    sets are decoded once, here, and held in the object store (no per-epoch decode, no tasks).
+    """
     import ray.data
 
+    if cfg.cache_decoded:
+        train, val = (ray.data.from_items(_decoded_locally(cfg, role)) for role in ("train", "val"))
+        return train, val.limit(cfg.val_max_samples) if cfg.val_max_samples is not None else val
     splits = {"train": [], "val": []}
     for s in cfg.data:
         if s.kind == "synthetic":
@@ -276,8 +300,6 @@ def build_datasets(cfg: TrainConfig):
     train = train.randomize_block_order(seed=cfg.seed)
     if cfg.val_max_samples is not None:
         val = val.limit(cfg.val_max_samples)
-    if cfg.cache_decoded:  # augmentation happens later, per epoch, in the batch loader
-        train, val = train.materialize(), val.materialize()
     return train, val
 
 

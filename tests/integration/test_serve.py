@@ -192,11 +192,62 @@ def test_graceful_shutdown(endpoint):
     from segsynth.pipeline.serve import stop
 
     data = _image(64, 64)
+    seen = httpx.get(f"{endpoint}/v1/stats").json()["requests"].get("requests", 0)
     with ThreadPoolExecutor(8) as pool:
         inflight = [pool.submit(_post, endpoint, data) for _ in range(8)]
-        time.sleep(0.2)
-        stop()
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{endpoint}/v1/stats").json()["requests"].get("requests", 0) < seen + 8:
+            assert time.monotonic() < deadline, "the requests never reached the replica"
+            time.sleep(0.02)
+        stop()  # every request is in the replica now (some may be done already)
         codes = [f.result().status_code for f in inflight]
     assert codes == [200] * 8, codes
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{endpoint}/healthz", timeout=5.0)
+
+
+def test_run_demo_round_trip_and_sigterm(endpoint, tmp_path):
+    """After the shared endpoint is gone: ``run`` with demo_images does the round trip and
+    returns; ``run`` without it serves until SIGTERM, then shuts down."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from segsynth.pipeline.serve import ServeConfig, run
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, (w, h) in enumerate([(40, 30), (30, 50), (64, 64)]):
+        (images / f"im{i}.png").write_bytes(_image(w, h))
+    folder = str(tmp_path / "tiny")
+    from segsynth.model import ModelSpec, build_model, preprocessing, save_model_folder
+
+    spec = ModelSpec(encoder_name="tu-mobilenetv3_small_050", decoder_pyramid_channels=32, decoder_segmentation_channels=32)
+    save_model_folder(folder, build_model(spec), {"name": "tiny", "model": spec.__dict__, "preprocessing": preprocessing(64)})
+    cfg = ServeConfig(model=folder, port=_free_port(), num_cpus=0.5, demo_images=str(images), demo_limit=2,
+                      out=str(tmp_path / "out"))
+    summary = run(cfg)
+    assert summary["written"] == 2 and not summary["failed"]
+    assert Image.open(tmp_path / "out" / "im1.png").size == (30, 50)
+    assert (tmp_path / "out" / "summary.json").is_file() and (tmp_path / "out" / "config.yaml").is_file()
+
+    serving = ServeConfig(model=folder, port=_free_port(), num_cpus=0.5)
+    answered = {}
+
+    def poke():  # wait until the endpoint answers, remember that, then send SIGTERM
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                answered["code"] = httpx.post(f"{serving.url}/v1/remove", files={"file": ("a.png", _image(20, 20))},
+                                              timeout=60).status_code
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=poke, daemon=True).start()
+    result = run(serving)
+    assert answered["code"] == 200 and result["url"] == serving.url
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{serving.url}/healthz", timeout=5.0)

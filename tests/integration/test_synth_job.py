@@ -98,3 +98,20 @@ def test_cli_synth_writes_folders(ray_local, inputs, tmp_path):
                  "write_folders=true", "contact_sheet=0", "workers=1"])
     assert code == 0
     assert len(list((out / "images").glob("*.jpg"))) == 4 and len(list((out / "masks").glob("*.png"))) == 4
+
+
+def test_rooms_generated_on_the_fly_stream_into_compositing(ray_local, inputs, tmp_path):
+    """GPU diffusion stage (here a tiny random pipeline on CPU) -> CPU compositing, one pipeline."""
+    from segsynth.rooms import build_tiny_pipeline
+
+    model = build_tiny_pipeline(tmp_path / "tiny-sd")
+    cfg = _cfg(inputs, tmp_path / "e", samples_per_cutout=2, shard_size=4, rooms_per_shard=2,
+               **{"rooms.model": model, "rooms.size": 64, "rooms.steps": 2, "rooms.num_gpus": 0,
+                  "rooms.workers": 1, "rooms.batch_size": 2, "backgrounds": "[]",
+                  "composite.bg_weights": "{room: 1, scene: 1}"})
+    summary = synth.run(cfg)
+    rows = _rows(tmp_path / "e")
+    assert summary["samples_written"] == len(rows) == 8
+    generated = {r["bg_id"] for r in rows.values()}
+    assert all(b.startswith("sd-") for b in generated), generated   # every composite names its generated room
+    assert {r["bg_kind"] for r in rows.values()} <= {"room", "scene"}

@@ -185,3 +185,11 @@ def test_generator_rows_are_deterministic_and_batch_independent(tiny_sd):
     ref = gen.generate(list(batch["prompt"]), list(batch["negative_prompt"]), list(batch["seed"]))
     assert np.abs(again.astype(int) - ref.astype(int)).max() <= 2  # noise is per image, not per batch
     assert np.abs(ref[0].astype(int) - ref[1].astype(int)).mean() > 5
+
+
+def test_cli_reports_an_offline_hub_id_without_starting_ray(monkeypatch, caplog):
+    from segsynth.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["rooms", "model=segsynth-tests/no-such-diffusion-model", "count=2"]) == 2
+    assert "hf download segsynth-tests/no-such-diffusion-model" in caplog.text
