@@ -6,6 +6,8 @@
    ``make_sample``, encode image JPEG + mask PNG) against the floor no compositor can beat (the
    same decodes and encodes for the same images, nothing else). Printed as a ratio
    (target: compositing within 2x of the floor).
+3. Streaming: the peak resident memory of the whole local Ray (driver and workers) while the job
+   makes ``--memory-samples`` samples, then ten times as many (target: ratio close to 1).
 2. The Ray Data job (``segsynth synth``, not counting Ray start-up) against the same shards in
    a plain loop over the same cores (a ``multiprocessing`` pool of ``--workers`` processes),
    ``--samples`` samples at 512 px (target: Ray within 15% of the plain loop).
@@ -106,6 +108,57 @@ def ray_job(cfg: SynthConfig) -> float:
     return time.perf_counter() - t0
 
 
+class PeakRSS:
+    """Samples the summed RSS of this process and all its descendants (the local Ray) in a thread."""
+
+    def __init__(self, interval: float = 0.2):
+        import threading
+
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def streaming_memory(base: SynthConfig, samples: int, n_cutouts: int) -> dict:
+    from segsynth.pipeline import synth
+    from segsynth.pipeline.ray_env import init_ray
+
+    init_ray()
+    out = {}
+    tmp = Path(tempfile.mkdtemp(prefix="segsynth-mem-"))
+    try:
+        for label, n in (("1x", samples), ("10x", samples * 10)):
+            cfg = dataclasses.replace(base, out=str(tmp / label), samples_per_cutout=max(1, -(-n // n_cutouts)))
+            with PeakRSS() as peak:
+                synth.run(cfg)
+            out[label] = {"samples": sum(len(s["ks"]) for s in plan_shards(cfg)), "peak_rss_mb": round(peak.peak / 2**20)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out["ratio_10x_vs_1x"] = round(out["10x"]["peak_rss_mb"] / out["1x"]["peak_rss_mb"], 3)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cutouts", default=str(REPO / "outputs/demo/cutouts"))
@@ -113,6 +166,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--per-core", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--memory-samples", type=int, default=300)
     p.add_argument("--skip-ray", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -139,6 +193,9 @@ def main() -> None:
         j = results["job"]
         print(f"{n} samples at 512 px on {args.workers} workers: plain loop {j['plain_loop_s']} s, "
               f"Ray job {j['ray_job_s']} s, ratio {j['ray_over_plain']} (target <= 1.15)")
+        m = results["memory"] = streaming_memory(base, args.memory_samples, n_cutouts)
+        print(f"streaming: peak RSS {m['1x']['peak_rss_mb']} MB for {m['1x']['samples']} samples, "
+              f"{m['10x']['peak_rss_mb']} MB for {m['10x']['samples']}, ratio {m['ratio_10x_vs_1x']}")
     print(json.dumps(results))
 
 

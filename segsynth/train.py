@@ -278,7 +278,7 @@ def read_checkpoint(folder: str) -> tuple[dict, dict]:
 
 
 METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_iou", "val_mae", "val_ssim_box", "lr",
-                  "samples_per_s", "epoch_s", "attempt")
+                  "samples_per_s", "train_s", "first_batch_s", "epoch_s", "attempt")
 
 
 def write_metrics_csv(history: list[dict], path: str) -> None:
@@ -400,6 +400,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             local_shuffle_buffer_size=max(cfg.shuffle_buffer, cfg.batch_size) if cfg.shuffle_buffer else None,
             local_shuffle_seed=stable_hash(cfg.seed, "shuffle", epoch, rank) % 2**31))
         loss_sum, loss_n, t0, steps_done = torch.zeros((), device=device), 0, time.perf_counter(), 0
+        first_batch_s = None  # the iterator's start (dataset execution, first fetch), apart from the steps
         exhausted = False
         while state.step_in_epoch < n_steps and not exhausted:
             for micro in range(cfg.grad_accum):
@@ -407,6 +408,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 if batch is None:  # equal shards make this rare; every rank sees the same count
                     exhausted = True
                     break
+                if first_batch_s is None:
+                    first_batch_s = time.perf_counter() - t0
                 loss_sum += stepper.micro_step(batch, sync=micro == cfg.grad_accum - 1)
                 loss_n += 1
             if exhausted:
@@ -433,7 +436,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         row = {"epoch": epoch + 1, "step": state.step, "train_loss": _mean(tl_sum, tl_n), "val_loss": _mean(vloss, vn),
                "val_iou": _mean(viou, vn), "val_mae": _mean(vmae, vn), "val_ssim_box": _mean(vssim, vn),
                "lr": stepper.lr, "samples_per_s": steps_done * cfg.batch_size * cfg.grad_accum * world / max(train_s, 1e-9),
-               "epoch_s": time.perf_counter() - t0, "attempt": len(state.attempt_start_steps)}
+               "train_s": train_s, "first_batch_s": first_batch_s or 0.0, "epoch_s": time.perf_counter() - t0, "attempt": len(state.attempt_start_steps)}
         state.history.append(row)
         state.epoch, state.step_in_epoch = epoch + 1, 0
         score = row["val_iou"] if row["val_iou"] is not None else -(row["train_loss"] or 0.0)

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 # Ray Train + Ray Data on a 2-core machine hangs when the train workers hold every CPU; the
 # embedded Ray advertises at least this many logical CPUs so data tasks can always schedule.
 MIN_LOCAL_CPUS = 4
+# Ray waits a fixed 30 s for its raylet; on a loaded 2-core machine that can pass, so retry.
+LOCAL_START_ATTEMPTS = 3
 
 
 def prepare_env() -> None:
@@ -44,6 +46,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
     else:
         n = num_cpus or max(os.cpu_count() or 1, MIN_LOCAL_CPUS)
         log.info("starting an embedded local Ray with %d logical CPUs (temp dir %s)", n, os.environ["RAY_TMPDIR"])
-        ray.init(num_cpus=n, include_dashboard=False, runtime_env=runtime_env,
-                 _temp_dir=str(Path(os.environ["RAY_TMPDIR"], "ray")), logging_level=logging.WARNING, **kwargs)
+        for attempt in range(LOCAL_START_ATTEMPTS):
+            try:
+                ray.init(num_cpus=n, include_dashboard=False, runtime_env=runtime_env,
+                         _temp_dir=str(Path(os.environ["RAY_TMPDIR"], "ray")), logging_level=logging.WARNING, **kwargs)
+                break
+            except Exception as e:  # Ray raises a bare Exception when its raylet starts too slowly
+                if "timed out during startup" not in str(e) or attempt == LOCAL_START_ATTEMPTS - 1:
+                    raise
+                log.warning("local Ray did not start in time (busy machine?); trying again")
+                ray.shutdown()
     return ray

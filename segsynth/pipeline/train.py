@@ -81,7 +81,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    amp: Literal["bf16", "fp16", "off"] = "bf16"  # GPU only; CPU runs fp32
+    amp: Literal["bf16", "fp16", "fp32"] = "bf16"  # mixed precision on GPU; fp32 turns it off (CPU always runs fp32)
     channels_last: bool = True  # GPU only
     encoder_name: str = "efficientnet-b5"
     encoder_weights: str | None = "imagenet"  # "imagenet" (hub), null, or a local weights file/folder
@@ -369,6 +369,7 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
     )
     result = trainer.fit()
     metrics = dict(result.metrics or {})
+    scored = [(m.get(SCORE_KEY, float("-inf")), c.path) for c, m in (result.best_checkpoints or [])]
     best_dir = io.join(cfg.out, "best")
     summary = {
         "out": cfg.out,
@@ -381,6 +382,7 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
         "steps_per_epoch": n_steps,
         "resumed_from_steps": metrics.get("attempt_start_steps"),
         "latest_checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "best_checkpoint": max(scored)[1] if scored else None,  # Ray's copy, with the optimizer state
         "metrics_csv": io.join(cfg.out, "metrics.csv"),
         "learning_curve": io.join(cfg.out, "learning_curve.png"),
         "sources": list(counts.per_source),

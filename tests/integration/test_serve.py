@@ -214,8 +214,9 @@ def test_run_demo_round_trip_and_sigterm(endpoint, tmp_path):
     import threading
     import time
 
-    from segsynth.pipeline.serve import ServeConfig, run
+    from segsynth.pipeline.serve import ServeConfig, run, stop
 
+    stop()  # the shared endpoint (normally gone already): Serve's proxy port is fixed while it runs
     images = tmp_path / "images"
     images.mkdir()
     for i, (w, h) in enumerate([(40, 30), (30, 50), (64, 64)]):

@@ -12,7 +12,6 @@ import pytest
 from segsynth import io
 from segsynth.config import load_config
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SIZE = 64
 TINY = ["encoder_name=tu-mobilenetv3_small_050", "encoder_weights=null", "decoder_pyramid_channels=64",
@@ -83,6 +82,9 @@ def test_plan_splits_by_cutout_and_mixes(tmp_path):
     assert real_rows["train_rows"] == 3 * n_real_train
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_ddp_two_workers_resume_after_failure(tmp_path, ray_local):
     """2 CPU workers over Ray Data shards; rank 0 raises once at step 3 after the step-2
     checkpoint; the restarted attempt resumes from step 2, not from 0, and finishes."""
@@ -118,6 +120,9 @@ def test_ddp_two_workers_resume_after_failure(tmp_path, ray_local):
     assert masks[0].shape == (50, 70) and masks[0].dtype == np.float32
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_rerun_same_name_resumes(tmp_path, ray_local):
     """A finished run started again with more epochs continues from its latest checkpoint."""
     from segsynth.pipeline.train import run

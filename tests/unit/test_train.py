@@ -1,0 +1,88 @@
+"""The torch-only parts of training: split, mixing, decoding, augmentation, loss, schedule."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from segsynth import io
+from segsynth.config import ConfigError, load_config
+from segsynth.pipeline.train import AugmentConfig, TrainConfig, copies, decode_samples, fit_square, is_validation
+from segsynth.train import Augmenter, lr_factor, seg_loss
+
+
+def _batch(n=6, size=48):
+    rng = np.random.default_rng(0)
+    imgs = [io.encode_jpeg(rng.integers(0, 255, (size, size + 8, 3), dtype=np.uint8)) for _ in range(n)]
+    masks = [io.encode_png((rng.random((size, size + 8)) > 0.5).astype(np.uint8) * 255) for _ in range(n)]
+    imgs[1] = b"corrupt"
+    return {"sample_id": np.array([f"c{i // 2}#{i % 2}" for i in range(n)], dtype=object),
+            "cutout_id": np.array([f"c{i // 2}" for i in range(n)], dtype=object),
+            "image": np.array(imgs, dtype=object), "mask": np.array(masks, dtype=object)}
+
+
+def test_split_is_by_cutout_and_stable():
+    ids = [f"cat/{i:04d}" for i in range(2000)]
+    share = np.mean([is_validation(c, 0.1) for c in ids])
+    assert 0.07 < share < 0.13
+    assert [is_validation(c, 0.1) for c in ids] == [is_validation(c, 0.1) for c in ids]
+
+
+def test_mixing_copies():
+    ids = [f"s{i}" for i in range(4000)]
+    assert all(copies(s, 2.0, 0) == 2 for s in ids[:50])
+    assert 0.2 < np.mean([copies(s, 0.25, 0) for s in ids]) < 0.3
+    assert 1.4 < np.mean([copies(s, 1.5, 0) for s in ids]) < 1.6
+
+
+def test_decode_samples_roles_and_corrupt_rows():
+    batch = _batch()
+    train = decode_samples(batch, "train", 32, val_fraction=0.5, weight=2.0)
+    val = decode_samples(batch, "val", 32, val_fraction=0.5)
+    held = {c for c in batch["cutout_id"] if is_validation(c, 0.5)}
+    n_val = sum(c in held for c in batch["cutout_id"]) - (batch["cutout_id"][1] in held)
+    n_train = 6 - sum(c in held for c in batch["cutout_id"]) - (batch["cutout_id"][1] not in held)
+    assert len(val["key"]) == n_val and len(train["key"]) == 2 * n_train  # the corrupt row is skipped
+    assert train["image"].shape[1:] == (32, 32, 3) and train["mask"].shape[1:] == (32, 32)
+    assert train["image"].dtype == np.uint8
+
+
+def test_fit_square_crops_the_centre():
+    arr = np.zeros((40, 80), np.uint8)
+    arr[:, 20:60] = 255
+    out = fit_square(arr, 20)
+    assert out.shape == (20, 20) and out.min() == 255
+
+
+def test_augmenter_is_deterministic_per_epoch_and_key():
+    batch = decode_samples(_batch(), "train", 32, val_fraction=0.0)
+    aug = Augmenter(AugmentConfig(jpeg_prob=1.0), seed=3)
+    a, b = aug(batch), aug(batch)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert a["image"].shape == (5, 32, 32, 3) and a["mask"].shape == (5, 1, 32, 32)
+    aug.epoch = 1
+    assert not torch.equal(aug(batch)["image"], a["image"])
+    plain = Augmenter(AugmentConfig(), seed=3, train=False)(batch)
+    assert torch.equal(plain["image"], torch.from_numpy(batch["image"]))
+
+
+def test_loss_and_schedule():
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:6, 2:6] = 1
+    good, bad = seg_loss(target * 20 - 10, target), seg_loss(10 - target * 20, target)
+    assert good < 0.05 < bad
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1) and lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100, min_ratio=0.01) == pytest.approx(0.01)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.505, abs=1e-3)
+
+
+def test_config_errors_name_the_fix(repo):
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        load_config(TrainConfig, None, ["data=[{path: x}]", "size=300"])
+    with pytest.raises(ConfigError, match="no sources"):
+        load_config(TrainConfig, None, [])
+    with pytest.raises(ConfigError, match="expected one of"):
+        load_config(TrainConfig, None, ["data=[{path: x, kind: video}]"])
+    cfg = load_config(TrainConfig, repo / "configs" / "train.yaml")
+    assert cfg.encoder_name == "efficientnet-b5" and cfg.encoder_weights == "imagenet" and cfg.size == 512
+    assert cfg.worker_cpus == 4 and load_config(TrainConfig, None, ["data=[{path: x}]"]).worker_cpus == 0.5
