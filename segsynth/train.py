@@ -19,7 +19,6 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import cv2
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from segsynth import io
-from segsynth.model import ModelSpec, build_model, preprocessing, save_model_folder, to_input, unwrap
+from segsynth.model import ModelSpec, build_model, preprocessing, save_model_folder, to_input
 from segsynth.rng import rng_for, stable_hash
 
 if TYPE_CHECKING:
@@ -391,7 +390,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             write_checkpoint(tmp, model, stepper, cfg, state, metrics)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                             checkpoint_dir_name=f"checkpoint_step{state.step:07d}_epoch{state.epoch:03d}")
+                             checkpoint_dir_name=f"checkpoint_step{state.step:07d}_epoch{state.epoch:03d}"
+                                                 f"_attempt{len(state.attempt_start_steps)}")  # unique across restarts
 
     for epoch in range(state.epoch, cfg.epochs):
         train_aug.epoch = epoch

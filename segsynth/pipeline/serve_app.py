@@ -169,7 +169,9 @@ class BackgroundRemoval:
         # @serve.batch takes its sizes at decoration time; the config sets them per deployment
         self.predict_batch.set_max_batch_size(cfg.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-        masks_for_batch(self.predictor, [np.zeros((64, 48, 3), np.uint8)])  # warm-up: first request is not slow
+        # warm-up with a FULL batch: the runtime's memory arena reaches its largest shape now, so
+        # resident memory does not creep up later as bigger batches happen (and request 1 is not slow)
+        masks_for_batch(self.predictor, [np.zeros((64, 48, 3), np.uint8)] * cfg.max_batch_size)
         self.load_s = round(time.perf_counter() - started, 2)
         self.counts: collections.Counter = collections.Counter()
         self.errors: collections.Counter = collections.Counter()

@@ -15,6 +15,7 @@ checkpoints: a rerun with the same ``name`` and ``out`` resumes from the latest 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -27,7 +28,7 @@ import cv2
 import numpy as np
 
 from segsynth import io
-from segsynth.config import ConfigError, save_config, to_dict
+from segsynth.config import ConfigError, save_config
 from segsynth.rng import stable_hash
 
 log = logging.getLogger(__name__)
@@ -220,12 +221,16 @@ def _shard_files(path: str) -> list[str]:
     return files
 
 
+def _read_synthetic(path: str, columns: list[str]):
+    import pyarrow as pa
+
+    return pa.concat_tables([io.read_parquet(f, columns=columns) for f in _shard_files(path)])
+
+
 def _index(source: DataSource) -> list[dict]:
     """``[{sample_id, cutout_id, ...}]`` of one source: only the small columns are read."""
     if source.kind == "synthetic":
-        table = io.read_parquet(io.join(source.path, "shards") if io.exists(io.join(source.path, "shards"))
-                                else source.path, columns=["sample_id", "cutout_id"])
-        return table.to_pylist()
+        return _read_synthetic(source.path, ["sample_id", "cutout_id"]).to_pylist()
     items = io.labelled_folder(source.path)
     if not items:
         raise ConfigError(f"labelled source {source.path}: no images with masks (expected images/ and masks/)")
@@ -262,8 +267,7 @@ def _decoded_locally(cfg: TrainConfig, role: str) -> list[dict]:
     rows = []
     for s in cfg.data:
         if s.kind == "synthetic":
-            table = io.read_parquet(io.join(s.path, "shards") if io.exists(io.join(s.path, "shards")) else s.path,
-                                    columns=["sample_id", "cutout_id", "image", "mask"])
+            table = _read_synthetic(s.path, ["sample_id", "cutout_id", "image", "mask"])
             batch = {c: np.asarray(table.column(c).to_pylist(), dtype=object) for c in table.column_names}
         else:
             items = _index(s)
@@ -318,6 +322,39 @@ def _absolute(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, out=fix(cfg.out), data=data, encoder_weights=weights)
 
 
+@contextlib.contextmanager
+def _pinned_ray_address():
+    """Run Ray Train with ``RAY_ADDRESS`` set to the cluster this driver is connected to.
+
+    Ray Train's placement-group cleaner asks the state API whether the controller is alive,
+    resolving the cluster as "auto". With several local Ray instances on one machine (shared dev
+    boxes, parallel test sessions) "auto" can pick another instance, miss our controller there,
+    and remove our placement group: the workers die mid-run. Ray propagates only a fixed list of
+    variables to the controller (and from it to the cleaner), so RAY_ADDRESS joins that list.
+    """
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        yield
+        return
+    try:
+        from ray.train.v2._internal import constants as v2_constants
+
+        propagate = getattr(v2_constants, "ENV_VARS_TO_PROPAGATE", None)
+    except ImportError:
+        propagate = None
+    added = propagate is not None and "RAY_ADDRESS" not in propagate
+    if added:
+        propagate.add("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    try:
+        yield
+    finally:  # a later ray.init in this process must not try to join a cluster that has stopped
+        os.environ.pop("RAY_ADDRESS", None)
+        if added:
+            propagate.discard("RAY_ADDRESS")
+
+
 def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
     """Optimizer steps per epoch on every worker (equal shards, full micro-batches only)."""
     per_worker = n_train // cfg.num_workers
@@ -367,7 +404,8 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
         datasets=datasets,
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
     )
-    result = trainer.fit()
+    with _pinned_ray_address():
+        result = trainer.fit()
     metrics = dict(result.metrics or {})
     scored = [(m.get(SCORE_KEY, float("-inf")), c.path) for c, m in (result.best_checkpoints or [])]
     best_dir = io.join(cfg.out, "best")
@@ -393,4 +431,4 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
 
 
 __all__ = ["TrainConfig", "DataSource", "LossConfig", "AugmentConfig", "run", "plan", "build_datasets",
-           "is_validation", "copies", "steps_per_epoch", "to_dict"]
+           "is_validation", "copies", "decode_samples", "steps_per_epoch"]
