@@ -182,7 +182,8 @@ def section(r: dict, info: str) -> str:
     target = "within" if ratio >= 0.9 else "outside"
     lines += ["", f"Machine: {info}. Whole epochs: {target} the 10% target (Ray / plain >= 0.90). "
               f"Plain loop: {o['plain']['before']:.3g} steps/s before the Ray run and {o['plain']['after']:.3g} after "
-              f"(the mean is used). Ray's side counts only its training time per epoch ({o['ray']['epochs_timed']} "
+              f"(the mean is used; that drift alone is {abs(o['plain']['after'] - o['plain']['before']) / o['plain']['steps_per_s']:.0%} "
+              f"of the mean, as large as the gap). Ray's side counts only its training time per epoch ({o['ray']['epochs_timed']} "
               f"epochs of {o['ray']['steps'] // (o['ray']['epochs_timed'] + 1)} steps after the first; validation and "
               f"checkpoints excluded); each epoch's iterator start (streaming split, first fetch) took "
               f"{o['ray']['iterator_start_s']:.2f} s on average. Start-up of Ray, the workers and the "
@@ -231,7 +232,7 @@ def main(argv=None) -> int:
             f"data=[{{path: {synth}}}]", f"out={Path(tmp, 'out')}", "name=bench", *TINY, f"size={args.size}",
             f"batch_size={args.batch_size}", "epochs=3", f"max_steps_per_epoch={args.steps}", "val_fraction=0.0",
             "checkpoint_every_steps=100000", "cache_decoded=true", "num_workers=1", f"torch_threads={args.threads}",
-            "shuffle_buffer=32"])
+            "shuffle_pool=64"])
         # plain before and after Ray, averaged: the machine's load drifts during a run
         before = plain_loop(cfg, steps=args.steps * 2)
         ray_result = ray_loop(cfg)

@@ -99,7 +99,7 @@ class TrainConfig:
     val_max_samples: int | None = 2000  # caps validation time per epoch
     seed: int = 0
     max_steps_per_epoch: int | None = None
-    shuffle_buffer: int = 256  # local shuffle buffer (rows) per worker
+    shuffle_pool: int = 256  # rows per worker collated at once and served as batches in a seeded random order
     cache_decoded: bool = False  # decode once into the object store (small sets: demo, tests) instead of every epoch
     fail_at_step: int | None = None  # chaos test: rank 0 raises once when reaching this step
 

@@ -15,7 +15,7 @@ from segsynth.config import load_config
 
 SIZE = 64
 TINY = ["encoder_name=tu-mobilenetv3_small_050", "encoder_weights=null", "decoder_pyramid_channels=64",
-        "decoder_segmentation_channels=32", f"size={SIZE}", "batch_size=4", "shuffle_buffer=8",
+        "decoder_segmentation_channels=32", f"size={SIZE}", "batch_size=4", "shuffle_pool=8",
         "val_fraction=0.25", "warmup_steps=2", "lr=0.003", "cache_decoded=true"]
 
 
