@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from segsynth.rooms import RoomGenerator, RoomPromptConfig, build_random_pipeline, make_prompts  # noqa: E402
+from _sections import write_section  # noqa: E402
 
 log = logging.getLogger("bench.rooms")
 
@@ -92,22 +93,6 @@ def section(results: dict, cpu_info: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the ``## Rooms`` section of BENCHMARKS.md, leaving the others."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + _section_text(text) + (old[end + 1:] if end >= 0 else "")
-    path.write_text(new.rstrip("\n") + "\n")
-
-
-def _section_text(text: str) -> str:
-    return text.rstrip("\n") + "\n\n"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
@@ -138,7 +123,7 @@ def main(argv=None) -> int:
     print(json.dumps({d: {**r, "bps": {str(k): round(v, 4) for k, v in r["bps"].items()}} for d, r in results.items()},
                      indent=2))
     if args.write:
-        write_section(REPO / "BENCHMARKS.md", section(results, cpu_info))
+        write_section(REPO / "BENCHMARKS.md", SECTION, section(results, cpu_info))
     return 0
 
 

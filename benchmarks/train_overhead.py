@@ -33,6 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from _sections import write_section  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 log = logging.getLogger("bench.train")
@@ -196,18 +197,6 @@ def section(r: dict, info: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the ``## Training overhead`` section of BENCHMARKS.md, leaving the others."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text.rstrip("\n") + "\n\n" + (old[end + 1:] if end >= 0 else "")
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=128, help="overhead comparison image size (default 128)")
@@ -254,7 +243,7 @@ def main(argv=None) -> int:
             f"{torch.__version__}, 1-minute load average {load_start:.1f} at the start and {load_end:.1f} at the end")
     sys.stdout.write(json.dumps(results, indent=2, default=str) + "\n")
     if args.write:
-        write_section(REPO / "BENCHMARKS.md", section(results, info))
+        write_section(REPO / "BENCHMARKS.md", SECTION, section(results, info))
     return 0
 
 

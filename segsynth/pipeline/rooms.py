@@ -8,10 +8,9 @@ and writes ``OUT/backgrounds.parquet`` (``bg_id, image`` JPEG bytes ``, width, h
 negative_prompt, seed, model, phash``), optional ``OUT/jpg/<bg_id>.jpg``, ``OUT/config.yaml`` and
 ``OUT/summary.json`` (``dropped_blank``, ``dropped_duplicate``, throughput).
 
-For rooms generated on the fly inside ``segsynth synth``, :func:`generate_rooms_dataset` returns
-the gated stream of background rows; the synth job maps its CPU compositing stage over it, so
-the GPU diffusion actors and the CPU compositing tasks run in one streaming pipeline, each with
-its own resources and pool size.
+Rooms generated on the fly inside ``segsynth synth`` (``rooms_per_shard``) use the same
+:class:`RoomsConfig` and :class:`segsynth.rooms.RoomGenerator`, as a GPU stage streaming into the
+CPU compositing stage (``segsynth.pipeline.synth.ShardRooms``).
 """
 from __future__ import annotations
 
@@ -140,78 +139,6 @@ def room_stage(prompts, cfg: RoomsConfig):
         num_gpus=cfg.num_gpus,
         num_cpus=cfg.num_cpus,
     )
-
-
-class QualityGate:
-    """Streaming quality gate (a Ray actor in :func:`generate_rooms_dataset`): drops blank rooms
-    and rooms within ``max_distance`` phash bits of a room already let through, and counts both.
-    Which of two near duplicates survives depends on arrival order; :func:`run` instead dedupes
-    the whole library in index order, which is deterministic."""
-
-    def __init__(self, max_distance: int):
-        self.max_distance = max_distance
-        self.kept: list[int] = []
-        self.generated = self.dropped_blank = self.dropped_duplicate = 0
-
-    def check(self, phashes: list[int], blanks: list[bool]) -> list[bool]:
-        self.generated += len(phashes)
-        candidates = [int(h) for h, b in zip(phashes, blanks) if not b]
-        self.dropped_blank += len(phashes) - len(candidates)
-        flags = iter(dedupe(candidates, self.max_distance, seen=self.kept))
-        keep = []
-        for h, b in zip(phashes, blanks):
-            ok = (not b) and next(flags)
-            keep.append(ok)
-            if ok:
-                self.kept.append(int(h))
-            elif not b:
-                self.dropped_duplicate += 1
-        return keep
-
-    def counts(self) -> dict[str, int]:
-        return {"generated": self.generated, "kept": len(self.kept), "dropped_blank": self.dropped_blank,
-                "dropped_duplicate": self.dropped_duplicate}
-
-
-def _gate_batch(batch: dict[str, np.ndarray], gate) -> dict[str, np.ndarray]:
-    import ray
-
-    keep = np.array(ray.get(gate.check.remote([int(h) for h in batch["phash"]], [bool(b) for b in batch["blank"]])), bool)
-    return {k: v[keep] for k, v in batch.items() if k != "blank"}
-
-
-@dataclass(frozen=True)
-class RoomStream:
-    """Gated background rows for on-the-fly use, and the gate that counts what it dropped.
-
-    ``dataset`` rows: ``bg_id, image`` (JPEG bytes, RGB ``size x size``) ``, width, height, prompt,
-    negative_prompt, seed, model, index, phash``. Call :meth:`counts` after consuming it.
-    """
-
-    dataset: Any  # ray.data.Dataset
-    gate: Any     # ray.actor.ActorHandle of QualityGate
-
-    def counts(self) -> dict[str, int]:
-        """``generated, kept, dropped_blank, dropped_duplicate`` so far."""
-        import ray
-
-        return ray.get(self.gate.counts.remote())
-
-
-def generate_rooms_dataset(cfg: RoomsConfig, start: int = 0) -> RoomStream:
-    """Prompts -> diffusion actors -> quality gate, lazily, as one streaming Ray dataset.
-
-    Call after Ray is initialised (``init_ray``). The model source is checked at once in the
-    driver (:func:`segsynth.rooms.resolve_model`): an offline hub id fails here, not in an actor.
-    ``start`` offsets the prompt indices (to extend a run without repeating its rooms).
-    """
-    import ray
-
-    resolve_model(cfg.model)
-    gate = ray.remote(num_cpus=0)(QualityGate).remote(cfg.dedupe_max_distance)
-    rows = room_stage(prompt_dataset(cfg, start=start), cfg)
-    ds = rows.map_batches(_gate_batch, fn_kwargs={"gate": gate}, batch_format="numpy", num_cpus=0.25)
-    return RoomStream(dataset=ds, gate=gate)
 
 
 # --------------------------------------------------------------------------- the stage

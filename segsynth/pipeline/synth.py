@@ -17,7 +17,6 @@ with its own resources and pool size.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time

@@ -236,15 +236,17 @@ def test_run_demo_round_trip_and_sigterm(endpoint, tmp_path):
     serving = ServeConfig(model=folder, port=_free_port(), num_cpus=0.5)
     answered = {}
 
-    def poke():  # wait until the endpoint answers, remember that, then send SIGTERM
+    def poke():  # wait until the app is ready (the proxy answers 404 before), send one image, then SIGTERM
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
-                answered["code"] = httpx.post(f"{serving.url}/v1/remove", files={"file": ("a.png", _image(20, 20))},
-                                              timeout=60).status_code
-                break
+                if httpx.get(f"{serving.url}/readyz", timeout=10).status_code == 200:
+                    answered["code"] = httpx.post(f"{serving.url}/v1/remove",
+                                                  files={"file": ("a.png", _image(20, 20))}, timeout=60).status_code
+                    break
             except httpx.TransportError:
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=poke, daemon=True).start()
