@@ -51,12 +51,12 @@ def ensure_cutouts(path: str) -> str:
     return path
 
 
-def per_core(cfg: SynthConfig, size: int, n: int) -> dict:
+def per_core(cfg: SynthConfig, size: int, n: int, n_cutouts: int) -> dict:
     """Composite vs floor, single process: same inputs decoded, same outputs encoded."""
-    cfg = dataclasses.replace(cfg, size=size)
+    cfg = dataclasses.replace(cfg, size=size, samples_per_cutout=max(1, -(-n // n_cutouts)))
     writer = ShardWriter(cfg)
-    shards = plan_shards(cfg)
-    pairs = [(c, k) for s in shards for c, k in zip(s["cutout_ids"], s["ks"])][:n]
+    pairs = [(c, k) for s in plan_shards(cfg) for c, k in zip(s["cutout_ids"], s["ks"])]
+    pairs = sorted(pairs, key=lambda p: (p[1], p[0]))[:n]  # every cutout, then again
     bg_jpegs = {b.bg_id: io.encode_jpeg(b.rgb) for b in writer.backgrounds}
     samples = []
     t0 = time.perf_counter()
@@ -164,7 +164,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cutouts", default=str(REPO / "outputs/demo/cutouts"))
     p.add_argument("--backgrounds", nargs="*", default=[str(REPO / "demo_kit/backgrounds/rooms")])
-    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--samples", type=int, nargs="+", default=[2000, 10000],
+                   help="job sizes for the Ray-vs-plain comparison (the first is the target's)")
     p.add_argument("--per-core", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--memory-samples", type=int, default=300)
@@ -176,25 +177,28 @@ def main() -> None:
     cutouts = ensure_cutouts(args.cutouts)
     n_cutouts = io.read_parquet(manifest_path(cutouts), columns=["cutout_id"]).num_rows
     base = SynthConfig(cutouts=cutouts, backgrounds=args.backgrounds, size=512, workers=args.workers,
-                       samples_per_cutout=max(1, -(-args.samples // n_cutouts)), shard_size=50, contact_sheet=0)
-    results = {"cpu_count": os.cpu_count(), "per_core": [per_core(base, s, args.per_core) for s in (512, 1024)]}
+                       samples_per_cutout=1, shard_size=50, contact_sheet=0)
+    results = {"cpu_count": os.cpu_count(), "per_core": [per_core(base, s, args.per_core, n_cutouts) for s in (512, 1024)]}
     for r in results["per_core"]:
         print(f"per core, {r['size']} px: {r['composites_per_s']} composites/s, floor {r['floor_per_s']}/s, "
               f"ratio {r['ratio_vs_floor']}x the I/O floor (target <= 2)")
     if not args.skip_ray:
-        tmp = Path(tempfile.mkdtemp(prefix="segsynth-bench-"))
-        try:
-            cfg = dataclasses.replace(base, out=str(tmp / "plain"))
-            n = sum(len(s["ks"]) for s in plan_shards(cfg))
-            plain_s = plain_loop(cfg, args.workers)
-            ray_s = ray_job(dataclasses.replace(base, out=str(tmp / "ray")))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        results["job"] = {"samples": n, "size": 512, "workers": args.workers, "plain_loop_s": round(plain_s, 2),
-                          "ray_job_s": round(ray_s, 2), "ray_over_plain": round(ray_s / plain_s, 3)}
-        j = results["job"]
-        print(f"{n} samples at 512 px on {args.workers} workers: plain loop {j['plain_loop_s']} s, "
-              f"Ray job {j['ray_job_s']} s, ratio {j['ray_over_plain']} (target <= 1.15)")
+        results["job"] = []
+        for samples in args.samples:
+            cfg = dataclasses.replace(base, samples_per_cutout=max(1, -(-samples // n_cutouts)))
+            tmp = Path(tempfile.mkdtemp(prefix="segsynth-bench-"))
+            try:
+                n = sum(len(s["ks"]) for s in plan_shards(cfg))
+                plain_s = plain_loop(dataclasses.replace(cfg, out=str(tmp / "plain")), args.workers)
+                ray_s = ray_job(dataclasses.replace(cfg, out=str(tmp / "ray")))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            j = {"samples": n, "size": 512, "workers": args.workers, "plain_loop_s": round(plain_s, 2),
+                 "ray_job_s": round(ray_s, 2), "ray_over_plain": round(ray_s / plain_s, 3),
+                 "ray_fixed_s": round(ray_s - plain_s, 2)}
+            results["job"].append(j)
+            print(f"{n} samples at 512 px on {args.workers} workers: plain loop {j['plain_loop_s']} s, "
+                  f"Ray job {j['ray_job_s']} s, ratio {j['ray_over_plain']} (target <= 1.15)")
         m = results["memory"] = streaming_memory(base, args.memory_samples, n_cutouts)
         print(f"streaming: peak RSS {m['1x']['peak_rss_mb']} MB for {m['1x']['samples']} samples, "
               f"{m['10x']['peak_rss_mb']} MB for {m['10x']['samples']}, ratio {m['ratio_10x_vs_1x']}")
@@ -213,12 +217,17 @@ def section(r: dict, argv: str) -> str:
     for c in r["per_core"]:
         lines.append(f"| {c['size']} | {c['samples']} | {c['composites_per_s']} | {c['floor_per_s']} | {c['ratio_vs_floor']}x |")
     if "job" in r:
-        j, m = r["job"], r["memory"]
-        lines += ["", f"The Ray Data job (`segsynth synth`, Ray start-up not counted) against the same {j['samples']} samples "
-                  f"at {j['size']} px written by a plain loop over the same {j['workers']} cores (a multiprocessing pool of "
-                  f"{j['workers']}). Target: Ray within 15% (ratio <= 1.15).", "",
-                  "| plain loop (s) | Ray job (s) | Ray / plain |", "|---|---|---|",
-                  f"| {j['plain_loop_s']} | {j['ray_job_s']} | {j['ray_over_plain']} |", "",
+        m = r["memory"]
+        lines += ["", f"The Ray Data job (`segsynth synth`, Ray start-up not counted, actor start-up counted) against the "
+                  f"same samples at 512 px written by a plain loop over the same {r['job'][0]['workers']} cores (a "
+                  "multiprocessing pool of as many processes). Target: Ray within 15% (ratio <= 1.15) at 2000 samples.", "",
+                  "| samples | plain loop (s) | Ray job (s) | Ray / plain | Ray's extra seconds |", "|---|---|---|---|---|"]
+        for j in r["job"]:
+            lines.append(f"| {j['samples']} | {j['plain_loop_s']} | {j['ray_job_s']} | {j['ray_over_plain']} | {j['ray_fixed_s']} |")
+        lines += ["", "Ray's extra time is a fixed cost per job (starting the actor pool and the streaming executor, "
+                  "about the same whatever the job's size), not a per-sample cost: the steady-state rate matches the "
+                  "plain loop, so the ratio falls as the job grows. At 2000 samples on 2 cores (about 10 s of work) "
+                  "that fixed cost keeps the job outside the 15% target.", "",
                   "Streaming: peak resident memory of the whole local Ray (driver and all workers) while the job runs.", "",
                   "| samples | peak RSS (MB) |", "|---|---|",
                   f"| {m['1x']['samples']} | {m['1x']['peak_rss_mb']} |", f"| {m['10x']['samples']} | {m['10x']['peak_rss_mb']} |",
