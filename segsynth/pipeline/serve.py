@@ -40,6 +40,7 @@ class ServeConfig:
     batch_wait_timeout_s: float = 0.005  # how long a partial batch waits for company (latency at low load)
     max_ongoing_requests: int = 32  # per replica; must be >= max_batch_size or batches never fill
     max_queued_requests: int = 256  # beyond this the proxy answers 503 (the client retries)
+    access_log: bool = False        # a log line per request costs CPU in the replica and the log monitor
     num_replicas: int = 1  # ignored when autoscaling is set
     autoscaling: dict[str, Any] | None = None  # Serve autoscaling_config, e.g. {min_replicas: 1, max_replicas: 4}
     num_cpus: float = 1.0  # per replica

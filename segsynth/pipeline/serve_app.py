@@ -341,6 +341,7 @@ def build_app(cfg: ServeConfig):
         "max_ongoing_requests": cfg.max_ongoing_requests,
         "max_queued_requests": cfg.max_queued_requests,
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        "logging_config": {"enable_access_log": cfg.access_log},
     }
     if cfg.autoscaling:
         options["autoscaling_config"] = dict(cfg.autoscaling)
