@@ -84,9 +84,9 @@ def section(results: dict, cpu_info: str) -> str:
         ratio = f"{b8 / b1:.2f}" if b1 and b8 else "n/a"
         lines.append(f"| {preset} | {r['device_name']} | {r['dtype']} | {size} | {steps} | {fmt(b1)} | {fmt(b8)} | {ratio} |")
     lines += ["", f"CPU row: {cpu_info}. The tiny pipeline (a few MB, 64 px, 2 steps) measures the plumbing, not "
-              "image quality or real diffusion cost: its per-call overhead (text encoder, scheduler, Python) dwarfs "
-              "its per-image work, so batching amortises almost all of it and the ratio is large; on a shared, "
-              "loaded CPU the absolute rate mostly measures the contention. "
+              "image quality or real diffusion cost: batching amortises its per-call overhead (text encoder, "
+              "scheduler, Python), and on a CPU the per-image work leaves little to gain (on a loaded shared CPU "
+              "the ratio was 7.1, the rates mostly measuring contention). "
               "The GPU row is the figure that matters for sizing a cluster: full-size SD 1.5 shapes "
               "(UNet 860M parameters) at 512 px in fp16; run `python benchmarks/rooms.py --device cuda --write` "
               "on a GPU node to fill it.", ""]
