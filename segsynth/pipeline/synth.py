@@ -227,8 +227,8 @@ class ShardRooms:
 
     Adds ``room_ids`` and ``room_images`` (JPEG bytes) to each shard row: ``rooms_per_shard``
     rooms from prompts ``shard * rooms_per_shard + j`` of the prompt bank, so a shard's rooms
-    depend on ``(rooms.seed, shard)`` alone. Blank images (safety-checker blanks, black frames)
-    are dropped by the quality gate of ``segsynth.rooms``.
+    depend on ``(rooms.seed, shard)`` alone. The quality gate of ``segsynth.rooms`` drops blank
+    images (safety-checker blanks, black frames) and near duplicates within the shard.
     """
 
     def __init__(self, rooms: RoomsConfig, per_shard: int):
@@ -241,7 +241,7 @@ class ShardRooms:
             jpeg_quality=rooms.jpeg_quality, blank_min_std=rooms.blank_min_std, blank_black_level=rooms.blank_black_level)
 
     def __call__(self, batch: dict) -> dict:
-        from segsynth.rooms import make_prompts
+        from segsynth.rooms import dedupe, make_prompts
 
         n = len(batch["shard"])
         ids, images = np.empty(n, dtype=object), np.empty(n, dtype=object)
@@ -252,8 +252,10 @@ class ShardRooms:
                 "negative_prompt": np.array([p.negative_prompt for p in prompts], dtype=object),
                 "seed": np.array([p.seed for p in prompts], np.int64),
                 "index": np.array([p.index for p in prompts], np.int64)})
-            keep = ~rows["blank"]
-            ids[i], images[i] = list(rows["bg_id"][keep]), list(rows["image"][keep])
+            fine = [j for j, blank in enumerate(rows["blank"]) if not blank]
+            unique = dedupe([int(rows["phash"][j]) for j in fine], self.rooms.dedupe_max_distance)
+            keep = [j for j, ok in zip(fine, unique) if ok]
+            ids[i], images[i] = [rows["bg_id"][j] for j in keep], [rows["image"][j] for j in keep]
         return {**batch, "room_ids": ids, "room_images": images}
 
 

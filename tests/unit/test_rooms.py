@@ -115,15 +115,6 @@ def test_dedupe_keeps_first_and_counts_seen():
     assert dedupe([], 4) == []
 
 
-def test_quality_gate_counts_blank_and_duplicates():
-    from segsynth.pipeline.rooms import QualityGate
-
-    gate = QualityGate(max_distance=2)
-    assert gate.check([0, 1, 0xFF00], [False, False, True]) == [True, False, False]
-    assert gate.check([0b11, 0xF0F0], [False, False]) == [False, True]   # seen across batches
-    assert gate.counts() == {"generated": 5, "kept": 2, "dropped_blank": 1, "dropped_duplicate": 2}
-
-
 # ----------------------------------------------------------------------------- model source
 def test_offline_hub_id_fails_at_once_with_the_fix(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
