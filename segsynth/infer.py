@@ -192,8 +192,8 @@ def normalize(batch: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Seq
 
 
 class PaddedModelPredictor(Predictor):
-    """Shared flow of our models: resize (longer side to the card's ``size``), pad to 32, run in
-    batches of images that share a padded shape, unpad, resize back to each input's size.
+    """Shared flow of our models: resize (longer side to the card's ``size``), pad into one square
+    (a multiple of 32), run ``batch_size`` images per pass, unpad, resize back to each input's size.
     Subclasses implement ``_forward((N, 3, H, W) float32) -> (N, H, W) float32 0..1``."""
 
     def __init__(self, card: dict, batch_size: int = 8):
@@ -208,22 +208,24 @@ class PaddedModelPredictor(Predictor):
         raise NotImplementedError
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        rgbs = [to_rgb(im) for im in images]
-        fitted = [fit_to_model(rgb, self.size, self.pad_to) for rgb in rgbs]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (padded, _) in enumerate(fitted):
-            groups.setdefault(padded.shape[:2], []).append(i)
-        out: list[np.ndarray | None] = [None] * len(rgbs)
-        for idx in groups.values():
-            for s in range(0, len(idx), self.batch_size):
-                chunk = idx[s:s + self.batch_size]
-                probs = self._forward(normalize(np.stack([fitted[i][0] for i in chunk]), self.mean, self.std))
-                for i, p in zip(chunk, probs):
-                    h, w = fitted[i][1]
-                    H, W = rgbs[i].shape[:2]
-                    m = np.ascontiguousarray(p[:h, :w], dtype=np.float32)
-                    out[i] = np.clip(cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
-        return out  # type: ignore[return-value]
+        """Images of any sizes, ``batch_size`` per forward pass: each is resized (longer side to
+        ``size``) into the top-left of one shared ``(S, S)`` square (``S`` = ``size`` rounded up to
+        ``pad_to``; zero padding), so a batch mixes sizes freely, like the square training crops."""
+        side = -(-self.size // self.pad_to) * self.pad_to
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            rgbs = [to_rgb(im) for im in images[start:start + self.batch_size]]
+            x = np.zeros((len(rgbs), side, side, 3), np.uint8)
+            boxes = []
+            for i, rgb in enumerate(rgbs):
+                fitted, (h, w) = fit_to_model(rgb, self.size, self.pad_to)
+                x[i, :h, :w] = fitted[:h, :w]
+                boxes.append((h, w))
+            probs = self._forward(normalize(x, self.mean, self.std))
+            for p, (h, w), rgb in zip(probs, boxes, rgbs):
+                m = np.ascontiguousarray(p[:h, :w], dtype=np.float32)
+                out.append(np.clip(cv2.resize(m, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR), 0.0, 1.0))
+        return out
 
     @property
     def card(self) -> dict:

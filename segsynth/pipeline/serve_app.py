@@ -33,7 +33,7 @@ import tempfile
 import time
 import zipfile
 from io import BytesIO
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -100,36 +100,10 @@ def load_model(cfg: ServeConfig):
     """The predictor for ``cfg.model`` (kind inferred unless ``cfg.kind``), created once."""
     from segsynth.infer import load_predictor
 
-    return load_predictor(fetch_model(cfg.model) if cfg.model else None, kind=cfg.kind, **cfg.predictor_options)
-
-
-def masks_for_batch(predictor, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Masks for images of any sizes in ONE forward pass: ``(H_i, W_i, 3) uint8`` -> ``(H_i, W_i)
-    float32 0..1``.
-
-    Our models (:class:`segsynth.infer.PaddedModelPredictor`) get every image resized with its
-    longer side to the card's ``size`` and padded into a shared ``(N, S, S)`` square (S = size
-    rounded up to ``pad_to``); other predictors run their own ``predict``.
-    """
-    import cv2
-
-    from segsynth.infer import PaddedModelPredictor, fit_to_model, normalize, to_rgb
-
-    if not isinstance(predictor, PaddedModelPredictor):
-        return predictor.predict(images)
-    side = -(-predictor.size // predictor.pad_to) * predictor.pad_to
-    x = np.zeros((len(images), side, side, 3), np.uint8)  # zero padding, as fit_to_model pads
-    boxes = []
-    for i, im in enumerate(images):
-        fitted, (h, w) = fit_to_model(to_rgb(im), predictor.size, predictor.pad_to)
-        x[i, :h, :w] = fitted[:h, :w]
-        boxes.append((h, w))
-    probs = predictor._forward(normalize(x, predictor.mean, predictor.std))
-    out = []
-    for p, (h, w), im in zip(probs, boxes, images):
-        m = np.ascontiguousarray(p[:h, :w], dtype=np.float32)
-        out.append(np.clip(cv2.resize(m, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR), 0.0, 1.0))
-    return out
+    predictor = load_predictor(fetch_model(cfg.model) if cfg.model else None, kind=cfg.kind, **cfg.predictor_options)
+    if hasattr(predictor, "batch_size"):  # a whole @serve.batch in one forward pass (sizes mix freely)
+        predictor.batch_size = max(predictor.batch_size, cfg.max_batch_size)
+    return predictor
 
 
 def rss_bytes() -> int | None:
@@ -171,7 +145,7 @@ class BackgroundRemoval:
         self.predict_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         # warm-up with a FULL batch: the runtime's memory arena reaches its largest shape now, so
         # resident memory does not creep up later as bigger batches happen (and request 1 is not slow)
-        masks_for_batch(self.predictor, [np.zeros((64, 48, 3), np.uint8)] * cfg.max_batch_size)
+        self.predictor.predict([np.zeros((64, 48, 3), np.uint8)] * cfg.max_batch_size)
         self.load_s = round(time.perf_counter() - started, 2)
         self.counts: collections.Counter = collections.Counter()
         self.errors: collections.Counter = collections.Counter()
@@ -184,7 +158,7 @@ class BackgroundRemoval:
         """Called by Serve with the images of up to ``max_batch_size`` concurrent requests."""
         self.batch_sizes[len(images)] += 1
         # in a worker thread: the event loop keeps decoding and encoding other requests meanwhile
-        return await asyncio.to_thread(masks_for_batch, self.predictor, images)
+        return await asyncio.to_thread(self.predictor.predict, images)
 
     # ---------------------------------------------------------- helpers
     async def _read_files(self, request: Request, max_files: int) -> list[tuple[str, bytes]]:
