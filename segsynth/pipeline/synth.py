@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal, Optional
+from typing import Iterable, Literal, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,8 @@ CONTACT_SHEET = "contact_sheet.png"
 SAMPLE_KEYS = ("cutouts", "backgrounds", "seed", "size", "samples_per_cutout", "shard_size", "categories",
                "limit_cutouts", "image_format", "jpeg_quality", "distractor_cutouts", "composite",
                "rooms_per_shard", "rooms")
+# ``rooms.*`` keys that only place or size the diffusion actors (or belong to `segsynth rooms`)
+ROOMS_RESOURCE_KEYS = ("out", "count", "workers", "num_gpus", "num_cpus", "device", "write_jpegs")
 
 
 @dataclass(frozen=True)
@@ -115,17 +117,16 @@ def plan_shards(cfg: SynthConfig) -> list[dict]:
             for i in range(0, len(pairs), n)]
 
 
-def distractor_categories(manifest: str, wanted: list[str]) -> list[str] | None:
-    """The manifest's categories that contain one of ``wanted`` as a word or part of one.
+def distractor_categories(present: Iterable[str], wanted: list[str]) -> list[str] | None:
+    """The ``present`` categories that contain one of ``wanted`` as a word or part of one.
 
     Catalog types are fine-grained: ``chair`` matches ``Armchair`` and ``Swivel chair``,
     ``table`` matches ``Coffee table``. An empty ``wanted`` keeps every category.
     """
     if not wanted:
         return None
-    present = set(io.read_parquet(manifest, columns=["category"]).column("category").to_pylist())
     needles = [w.lower() for w in wanted]
-    return sorted(c for c in present if any(n in str(c).lower() for n in needles))
+    return sorted({c for c in present if any(n in str(c).lower() for n in needles)})
 
 
 class ShardWriter:
@@ -143,7 +144,9 @@ class ShardWriter:
         self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
         del table
         pool = manifest_path(cfg.distractor_cutouts or cfg.cutouts)
-        categories = distractor_categories(pool, cfg.composite.distractor_categories)
+        present = (self._category.values() if pool == manifest_path(cfg.cutouts)  # read once, not again
+                   else io.read_parquet(pool, columns=["category"]).column("category").to_pylist())
+        categories = distractor_categories(present, cfg.composite.distractor_categories)
         self.distractors, skipped = load_cutouts(pool, categories)
         self.skipped_distractors = [name for name, _ in skipped]
         self.backgrounds, bg_skipped = load_backgrounds(cfg.backgrounds) if cfg.backgrounds else ([], [])
@@ -210,9 +213,16 @@ def _check_existing_config(cfg: SynthConfig) -> None:
     path = io.join(cfg.out, "config.yaml")
     if not io.exists(path):
         return
-    old = yaml.safe_load(io.read_bytes(path)) or {}
-    new = yaml.safe_load(dump_config(cfg))
-    changed = [k for k in SAMPLE_KEYS if old.get(k) != new.get(k)]
+    def sample_settings(resolved: dict) -> dict:
+        settings = {k: resolved.get(k) for k in SAMPLE_KEYS}
+        rooms = settings.pop("rooms") or {}
+        if settings.get("rooms_per_shard"):  # the rooms section matters only when rooms are generated
+            settings["rooms"] = {k: v for k, v in rooms.items() if k not in ROOMS_RESOURCE_KEYS}
+        return settings
+
+    old = sample_settings(yaml.safe_load(io.read_bytes(path)) or {})
+    new = sample_settings(yaml.safe_load(dump_config(cfg)))
+    changed = [k for k in new if old.get(k) != new[k]]
     if changed:
         raise ConfigError(f"{cfg.out} already holds samples made with a different {', '.join(changed)}; "
                           f"use a new out=FOLDER or delete {cfg.out} to start over")

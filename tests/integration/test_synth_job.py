@@ -88,6 +88,8 @@ def test_rerun_skips_written_shards_and_refuses_other_settings(ray_local, inputs
     assert again["shards_written"] == 1 and again["shards_skipped"] == 3
     with pytest.raises(ConfigError, match="size"):
         synth.run(_cfg(inputs, out, size=96))
+    # pool sizes and the unused rooms section change no sample: resuming with them is fine
+    assert synth.run(_cfg(inputs, out, workers=1, **{"rooms.steps": 3}))["shards_written"] == 0
 
 
 def test_cli_synth_writes_folders(ray_local, inputs, tmp_path):
