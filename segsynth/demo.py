@@ -1,8 +1,13 @@
-"""``segsynth demo``: the whole pipeline on the demo kit, on an embedded local Ray.
+"""``segsynth demo``: a chain of stages, each with its own config, on an embedded local Ray.
 
-Each step is an ordinary stage run with its own config from ``configs/demo/<stage>.yaml``;
-the configs chain through fixed folders under ``outputs/demo/`` (synth reads what cutouts
-wrote, train reads synth, ...), so any step can also be run alone with ``segsynth <stage>``.
+    segsynth demo --config configs/demo/demo.yaml      # the demo kit, a few minutes
+    segsynth demo --config configs/cpu/recipe.yaml     # the CPU recipe on the shared data, ~1.5 h
+
+Each step is an ordinary stage run with its own config ``CONFIGS/<stage>.yaml``; a step written
+``<stage>:<name>`` runs that stage with ``CONFIGS/<name>.yaml`` (e.g. ``eval:eval-pascal`` for a
+second evaluation set). The configs chain through fixed output folders (synth reads what
+cutouts wrote, train reads synth, ...), so any step can also be run alone with ``segsynth
+<stage>``. Besides the stages, ``export`` exports a checkpoint (``CONFIGS/export.yaml``).
 """
 from __future__ import annotations
 
@@ -15,7 +20,15 @@ from segsynth.config import ConfigError, load_config
 
 log = logging.getLogger(__name__)
 
-STEPS = ("cutouts", "synth", "train", "eval", "serve")
+STEPS = ("cutouts", "synth", "train", "eval", "serve", "export")
+# steps that are not `segsynth <stage>` config stages: step -> (module, config class)
+EXTRA_STEPS = {"export": ("segsynth.export", "ExportConfig")}
+
+
+def split_step(step: str) -> tuple[str, str]:
+    """``"eval:eval-pascal"`` -> ``("eval", "eval-pascal")``; ``"train"`` -> ``("train", "train")``."""
+    stage, _, name = step.partition(":")
+    return stage, name or stage
 
 
 @dataclass(frozen=True)
@@ -25,7 +38,7 @@ class DemoConfig:
     overrides: dict[str, list[str]] = field(default_factory=dict)  # per step: extra key=value overrides
 
     def check_inputs(self) -> None:
-        unknown = [s for s in self.steps if s not in STEPS]
+        unknown = [s for s in self.steps if split_step(s)[0] not in STEPS]
         if unknown:
             raise ConfigError(f"steps: unknown step {unknown[0]!r}; valid steps: {', '.join(STEPS)}")
 
@@ -35,11 +48,17 @@ def run(cfg: DemoConfig, address: str | None = None) -> dict:
     from segsynth import io
 
     results = {}
+    missing = [io.join(cfg.configs, f"{split_step(s)[1]}.yaml") for s in cfg.steps
+               if not io.exists(io.join(cfg.configs, f"{split_step(s)[1]}.yaml"))]
+    if missing:  # before anything runs: a chain must not stop after an hour for a typo
+        raise ConfigError(f"steps: the config {missing[0]} does not exist; add it or remove its step")
     for step in cfg.steps:
-        module_name, cls_name, _ = STAGES[step]
+        stage, name = split_step(step)
+        module_name, cls_name = EXTRA_STEPS[stage] if stage in EXTRA_STEPS else STAGES[stage][:2]
         module = importlib.import_module(module_name)
-        stage_cfg = load_config(getattr(module, cls_name), io.join(cfg.configs, f"{step}.yaml"), cfg.overrides.get(step, []))
-        log.info("demo: step %s (%s)", step, io.join(cfg.configs, f"{step}.yaml"))
+        path = io.join(cfg.configs, f"{name}.yaml")
+        stage_cfg = load_config(getattr(module, cls_name), path, cfg.overrides.get(step, []))
+        log.info("demo: step %s (%s)", step, path)
         started = time.time()
         results[step] = module.run(stage_cfg, address=address)
         log.info("demo: step %s done in %.0f s -> %s", step, time.time() - started, getattr(stage_cfg, "out", ""))
@@ -50,5 +69,6 @@ def _headline(step: str, result: dict | None) -> dict:
     """The few numbers and paths worth printing at the end of the demo."""
     if not isinstance(result, dict):
         return {}
-    keep = ("out", "manifest", "written", "samples_written", "contact_sheet", "best", "curve", "report", "cutouts", "url")
+    keep = ("out", "manifest", "written", "samples_written", "contact_sheet", "best", "curve", "report", "cutouts", "url",
+            "best_score", "best_step", "select_on", "models")
     return {k: v for k, v in result.items() if k in keep}

@@ -1,10 +1,12 @@
 """``segsynth export CKPT --format onnx|torchscript [--out FILE]``: a checkpoint folder -> one file.
 
-The exported graph takes ``image (N, 3, H, W) float32`` (ImageNet-normalised, H and W multiples
-of 32; batch, height and width are dynamic) and returns ``mask (N, 1, H, W)``, probabilities
-0..1 (the sigmoid is inside the graph). A model card ``FILE.json`` beside it records the
-preprocessing (what :class:`segsynth.infer.OnnxModelPredictor` replays), the training config
-and metrics, and the measured torch-vs-export difference.
+The exported graph takes ``image (N, 3, H, W) float32`` (normalised as the card's
+``preprocessing`` says, :mod:`segsynth.preprocess`; H and W multiples of 32; batch, height and
+width are dynamic) and returns ``mask (N, 1, H, W)``, probabilities 0..1 (the sigmoid is inside
+the graph). A model card ``FILE.json`` beside it records the preprocessing (what
+:class:`segsynth.infer.OnnxModelPredictor` replays), the training config and metrics, and the
+measured torch-vs-export difference. The default output names never overwrite the checkpoint's
+own ``model.pt`` (TorchScript goes to ``model.torchscript.pt``).
 
     segsynth export outputs/demo/train/best --format onnx --out outputs/demo/model.onnx
     predictor = load_predictor("outputs/demo/model.onnx")     # kind "onnx", from the card
@@ -16,13 +18,15 @@ import json
 import logging
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # never model.pt: the checkpoint's weights
 PARITY_TOLERANCE = 1e-3  # max |export - torch| on a random batch; above it the export is refused
 
 
@@ -109,6 +113,23 @@ def parity(net, path: str, fmt: str, size: int, seed: int = 0) -> float:
         with torch.no_grad():
             got = loaded(torch.from_numpy(x)).numpy()
     return float(np.abs(np.asarray(got) - ref).max())
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """The export step of a chain (``segsynth demo``): ``ckpt`` -> ``out`` in ``format``."""
+
+    ckpt: str = "outputs/train/best"
+    format: Literal["onnx", "torchscript"] = "onnx"
+    out: Optional[str] = None  # default CKPT/model.onnx (or model.torchscript.pt)
+    opset: int = 17
+
+
+def run(cfg: ExportConfig, address: str | None = None) -> dict:
+    """Export as :func:`export` does; ``address`` is unused (no Ray)."""
+    card = export(cfg.ckpt, cfg.format, cfg.out, cfg.opset)
+    out = cfg.out or str(Path(cfg.ckpt) / f"model{FORMATS[cfg.format]}")
+    return {"out": out, "card": str(Path(out).with_suffix(".json")), "parity_max_abs_diff": card["parity_max_abs_diff"]}
 
 
 def main(args: argparse.Namespace) -> int:

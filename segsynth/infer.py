@@ -20,10 +20,9 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-log = logging.getLogger(__name__)
+from segsynth.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, unletterbox
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+log = logging.getLogger(__name__)
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -169,62 +168,34 @@ def load_predictor(path: str | None = None, kind: str | None = None, **options) 
     return PREDICTORS[kind](path, **options)
 
 
-# ---------------------------------------------------------------- our own models (training issue)
-def fit_to_model(rgb: np.ndarray, size: int, pad_to: int = 32) -> tuple[np.ndarray, tuple[int, int]]:
-    """Resize so the longer side is ``size`` (aspect kept), pad right/bottom to a multiple of
-    ``pad_to`` with zeros. ``(H, W, 3) uint8`` -> ``((Hp, Wp, 3) uint8, (h, w) of the content)``."""
-    h0, w0 = rgb.shape[:2]
-    scale = size / max(h0, w0)
-    h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(rgb, (w, h), interpolation=interp) if (h, w) != (h0, w0) else rgb
-    hp, wp = -(-h // pad_to) * pad_to, -(-w // pad_to) * pad_to
-    out = np.zeros((hp, wp, 3), np.uint8)
-    out[:h, :w] = resized
-    return out, (h, w)
-
-
-def normalize(batch: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
-    """``(N, H, W, 3) uint8`` -> ``(N, 3, H, W) float32``: ``(x / 255 - mean) / std``."""
-    x = batch.astype(np.float32) * (1.0 / 255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
+# ---------------------------------------------------------------- our own models
 class PaddedModelPredictor(Predictor):
-    """Shared flow of our models: resize (longer side to the card's ``size``), pad into one square
-    (a multiple of 32), run ``batch_size`` images per pass, unpad, resize back to each input's size.
-    Subclasses implement ``_forward((N, 3, H, W) float32) -> (N, H, W) float32 0..1``."""
+    """Shared flow of our models, the model card's :class:`segsynth.preprocess.Preprocessing`
+    (the same as training): letterbox each image into one ``(side, side)`` square (content at
+    the top-left, zero padding), normalise, run ``batch_size`` images per pass, crop the content
+    box and resize it back to each input's size. Subclasses implement
+    ``_forward((N, 3, side, side) float32) -> (N, side, side) float32 0..1``."""
 
     def __init__(self, card: dict, batch_size: int = 8):
-        pre = card.get("preprocessing") or {}
-        if "size" not in pre:
-            raise ValueError(f"model card of {self.name} has no preprocessing.size; re-export the model")
         self._card, self.batch_size = card, max(1, int(batch_size))
-        self.size, self.pad_to = int(pre["size"]), int(pre.get("pad_to", 32))
-        self.mean, self.std = tuple(pre.get("mean", IMAGENET_MEAN)), tuple(pre.get("std", IMAGENET_STD))
+        try:
+            self.pre = Preprocessing.from_card(card.get("preprocessing") or {})
+        except ValueError as e:
+            raise ValueError(f"model card of {self.name}: {e}") from None
+        self.size, self.pad_to = self.pre.size, self.pre.pad_to
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Images of any sizes, ``batch_size`` per forward pass: each is resized (longer side to
-        ``size``) into the top-left of one shared ``(S, S)`` square (``S`` = ``size`` rounded up to
-        ``pad_to``; zero padding), so a batch mixes sizes freely, like the square training crops."""
-        side = -(-self.size // self.pad_to) * self.pad_to
+        """Images of any sizes, ``batch_size`` per forward pass, so a batch mixes sizes freely."""
         out: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             rgbs = [to_rgb(im) for im in images[start:start + self.batch_size]]
-            x = np.zeros((len(rgbs), side, side, 3), np.uint8)
-            boxes = []
-            for i, rgb in enumerate(rgbs):
-                fitted, (h, w) = fit_to_model(rgb, self.size, self.pad_to)
-                x[i, :h, :w] = fitted[:h, :w]
-                boxes.append((h, w))
-            probs = self._forward(normalize(x, self.mean, self.std))
-            for p, (h, w), rgb in zip(probs, boxes, rgbs):
-                m = np.ascontiguousarray(p[:h, :w], dtype=np.float32)
-                out.append(np.clip(cv2.resize(m, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR), 0.0, 1.0))
+            boxed = [self.pre.letterbox(rgb) for rgb in rgbs]
+            probs = self._forward(self.pre.normalize(np.stack([b[0] for b in boxed])))
+            for p, (_, box), rgb in zip(probs, boxed, rgbs):
+                out.append(unletterbox(p, box, rgb.shape[:2]))
         return out
 
     @property

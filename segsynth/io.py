@@ -121,15 +121,54 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1..8) of encoded image bytes; 1 (as stored) when there is none.
+    Reads the header only (Pillow opens lazily), never the pixels."""
+    import io as _pyio
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(_pyio.BytesIO(data)) as im:
+            value = im.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # not for Pillow: OpenCV decides
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn ``arr`` (``(H, W[, C])``) upright for an EXIF ``orientation`` (1..8), as viewers show it.
+    The one place images, masks and RGBA cutouts are rotated: a mask stays aligned with its photo."""
+    ops = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],                     # mirrored
+        3: lambda a: a[::-1, ::-1],                  # rotated 180
+        4: lambda a: a[::-1],                        # flipped vertically
+        5: lambda a: a.swapaxes(0, 1),               # transposed
+        6: lambda a: np.rot90(a, -1),                # rotated 90 clockwise to view
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),   # transversed
+        8: lambda a: np.rot90(a, 1),                 # rotated 90 counter-clockwise to view
+    }
+    return np.ascontiguousarray(ops.get(int(orientation), ops[1])(arr))
+
+
+def _decode_upright(data: bytes, flags: int, name: str) -> np.ndarray:
+    """Decode with OpenCV (ignoring its own orientation handling, which only some flags apply)
+    and turn upright with :func:`apply_orientation`: one rule for images, masks and RGBA."""
+    arr = _to_uint8(_decode(data, flags | cv2.IMREAD_IGNORE_ORIENTATION, name))
+    return apply_orientation(arr, exif_orientation(data))
+
+
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Bytes -> ``(H, W, 3) uint8`` RGB (EXIF orientation applied; gray/16-bit converted)."""
-    arr = _to_uint8(_decode(data, cv2.IMREAD_COLOR, name))
+    arr = _decode_upright(data, cv2.IMREAD_COLOR, name)
     return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
 
 
 def decode_rgba(data: bytes, name: str = "image") -> np.ndarray:
-    """Bytes -> ``(H, W, 4) uint8`` RGBA; images without alpha get an opaque alpha."""
-    arr = _to_uint8(_decode(data, cv2.IMREAD_UNCHANGED, name))
+    """Bytes -> ``(H, W, 4) uint8`` RGBA (EXIF orientation applied); images without alpha get an
+    opaque alpha."""
+    arr = _decode_upright(data, cv2.IMREAD_UNCHANGED, name)
     if arr.ndim == 2:
         arr = cv2.cvtColor(arr, cv2.COLOR_GRAY2RGBA)
     elif arr.shape[2] == 3:
@@ -140,8 +179,9 @@ def decode_rgba(data: bytes, name: str = "image") -> np.ndarray:
 
 
 def decode_mask(data: bytes, name: str = "mask") -> np.ndarray:
-    """Bytes -> ``(H, W) uint8 0..255``; an RGBA file gives its alpha, RGB its luminance."""
-    arr = _to_uint8(_decode(data, cv2.IMREAD_UNCHANGED, name))
+    """Bytes -> ``(H, W) uint8 0..255`` (EXIF orientation applied, as for its image); an RGBA file
+    gives its alpha, RGB its luminance."""
+    arr = _decode_upright(data, cv2.IMREAD_UNCHANGED, name)
     if arr.ndim == 3:
         arr = arr[:, :, 3] if arr.shape[2] == 4 else cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY)
     return arr
@@ -218,12 +258,45 @@ def read_categories(path: str | Path, key: str = "stem", value: str = "category"
     return {r[key]: r[value] for r in rows}
 
 
-def labelled_folder(folder: str | Path) -> list[dict]:
+def parse_stem_ranges(spec: str) -> list[tuple[int, int]]:
+    """``"1-50"``, ``"51-100,120"`` -> ``[(1, 50)]``, ``[(51, 100), (120, 120)]`` (inclusive)."""
+    ranges = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise ValueError(f"stems: {spec!r} is not a list of numeric ranges; write e.g. '1-50' or '51-100,120'") from None
+        if a > b:
+            raise ValueError(f"stems: range {part!r} is empty; write low-high, e.g. '1-50'")
+        ranges.append((a, b))
+    return ranges
+
+
+def select_stems(items: list[dict], spec: str | None, folder: str | Path = "") -> list[dict]:
+    """The items whose numeric stem (``0042`` -> 42) falls in ``spec`` (see :func:`parse_stem_ranges`);
+    all items when ``spec`` is None. Non-numeric stems cannot be selected this way: an error."""
+    if spec is None:
+        return items
+    ranges = parse_stem_ranges(spec)
+    bad = [it["stem"] for it in items if not it["stem"].isdigit()]
+    if bad:
+        raise ValueError(f"stems={spec!r}: {folder} has non-numeric stems (e.g. {bad[0]!r}); "
+                         "select by number only in folders of numbered files, or leave stems unset")
+    chosen = [it for it in items if any(a <= int(it["stem"]) <= b for a, b in ranges)]
+    if not chosen:
+        raise ValueError(f"stems={spec!r} selects none of the {len(items)} items of {folder}")
+    return chosen
+
+
+def labelled_folder(folder: str | Path, stems: str | None = None) -> list[dict]:
     """Items of a labelled folder: ``images/<stem>.<ext>`` with ``masks/<stem>.png``.
 
     Returns dicts ``{stem, image, mask, category}`` (paths; category from an optional
     ``categories.csv`` with ``stem, category``, else ``"unknown"``), sorted by stem. Images
-    without a mask are left out and logged.
+    without a mask are left out and logged. ``stems`` keeps numbered items in ranges
+    (``"1-50"``: ``0001`` .. ``0050``; see :func:`select_stems`).
     """
     import logging
 
@@ -241,4 +314,4 @@ def labelled_folder(folder: str | Path) -> list[dict]:
     if missing:
         logging.getLogger(__name__).warning("%s: %d images have no mask in masks/ and are left out (e.g. %s)",
                                             folder, len(missing), missing[0])
-    return items
+    return select_stems(items, stems, folder)

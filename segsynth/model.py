@@ -20,13 +20,12 @@ import numpy as np
 import torch
 
 from segsynth import io
-from segsynth.infer import IMAGENET_MEAN, IMAGENET_STD  # one definition, shared with the predictors
+from segsynth.preprocess import IMAGENET_MEAN, IMAGENET_STD, PAD_TO, Preprocessing  # one definition, shared with the predictors
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 CARD_FILE = "model_card.json"
-PAD_TO = 32  # the FPN's deepest feature map is 1/32 of the input: H and W must be multiples of it
 ARCHITECTURE = "FPN"
 WEIGHT_FILES = ("model.pt", "model.safetensors", "pytorch_model.bin", "model.pth", "encoder.pth")
 
@@ -73,9 +72,13 @@ def _check_encoder(name: str) -> None:
 
 def build_model(spec: ModelSpec | None = None, encoder_weights: str | None = None) -> torch.nn.Module:
     """The FPN with ``spec``'s encoder; ``encoder_weights``: ``"imagenet"`` (downloads through the
-    model hub), ``None`` (random init), or a local weights file/folder (see :func:`load_weights`).
+    model hub; for ``tu-tf_efficientnet_lite0|1|2`` read offline from pip packages, see
+    :mod:`segsynth.pretrained`), ``None`` (random init), or a local weights file/folder (see
+    :func:`load_weights`).
     """
     import segmentation_models_pytorch as smp
+
+    from segsynth.pretrained import has_packaged_weights, load_packaged_encoder
 
     spec = spec or ModelSpec()
     if spec.architecture != ARCHITECTURE:
@@ -84,7 +87,8 @@ def build_model(spec: ModelSpec | None = None, encoder_weights: str | None = Non
         raise ValueError(f"decoder_segmentation_channels={spec.decoder_segmentation_channels} must be a "
                          "multiple of 32 (the decoder's GroupNorm has 32 groups); e.g. 32, 64, 128")
     _check_encoder(spec.encoder_name)
-    hub = encoder_weights if encoder_weights and not _is_local(encoder_weights) else None
+    packaged = encoder_weights == "imagenet" and has_packaged_weights(spec.encoder_name)
+    hub = encoder_weights if encoder_weights and not packaged and not _is_local(encoder_weights) else None
     try:
         model = smp.FPN(encoder_name=spec.encoder_name, encoder_weights=hub, classes=spec.classes,
                         decoder_pyramid_channels=spec.decoder_pyramid_channels,
@@ -97,7 +101,9 @@ def build_model(spec: ModelSpec | None = None, encoder_weights: str | None = Non
     except KeyError as e:  # smp: no such weights for this encoder
         raise ValueError(f"encoder {spec.encoder_name!r} has no {hub!r} weights ({e}); "
                          "use encoder_weights: imagenet, null or a local file") from None
-    if encoder_weights and hub is None:
+    if packaged:
+        load_packaged_encoder(model, spec.encoder_name)  # Apache-2.0 weights from pip: no hub, no network
+    elif encoder_weights and hub is None:
         load_weights(model, encoder_weights)
     return model
 
@@ -153,25 +159,25 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
 
 
 def to_input(images: torch.Tensor | np.ndarray, device: torch.device | str | None = None,
-             channels_last: bool = False) -> torch.Tensor:
-    """``(N, H, W, 3) uint8`` RGB -> ``(N, 3, H, W) float32`` normalised with ImageNet mean/std."""
+             channels_last: bool = False, pre: Preprocessing | None = None) -> torch.Tensor:
+    """``(N, H, W, 3) uint8`` RGB -> ``(N, 3, H, W) float32`` normalised as ``pre`` says
+    (ImageNet mean/std when None): the torch side of :meth:`Preprocessing.normalize`, with the
+    same coefficients (:meth:`Preprocessing.affine`)."""
     x = torch.as_tensor(images)
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected (N, H, W, 3) uint8 images, got {tuple(x.shape)} {x.dtype}")
     if device is not None:
         x = x.to(device, non_blocking=True)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255.0
-    x = (x.permute(0, 3, 1, 2).float() - mean) / std
+    scale, shift = (pre or Preprocessing(size=PAD_TO)).affine()
+    scale_t = torch.from_numpy(scale).to(x.device).view(1, 3, 1, 1)
+    shift_t = torch.from_numpy(shift).to(x.device).view(1, 3, 1, 1)
+    x = x.permute(0, 3, 1, 2).float() * scale_t + shift_t
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
-def preprocessing(size: int) -> dict[str, Any]:
+def preprocessing(size: int, normalization: str = "imagenet") -> dict[str, Any]:
     """The model card's preprocessing block: what a predictor must do before the network."""
-    return {"size": int(size), "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "pad_to": PAD_TO,
-            "input": "RGB uint8 / 255, then (x - mean) / std, NCHW",
-            "resize": "longer side to size (aspect kept), pad right/bottom to a multiple of pad_to",
-            "output": "logits (N, 1, H, W); sigmoid gives the mask"}
+    return Preprocessing(size=size, normalization=normalization).to_card()
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from segsynth import io
-from segsynth.model import ModelSpec, build_model, preprocessing, save_model_folder, to_input
+from segsynth.model import ModelSpec, build_model, save_model_folder, to_input, unwrap
+from segsynth.preprocess import Preprocessing, letterbox, unletterbox
 from segsynth.rng import rng_for, stable_hash
 
 if TYPE_CHECKING:
@@ -43,14 +44,16 @@ STATE_FILE = "state.pt"
 # ---------------------------------------------------------------- augmentation (batch loader)
 def augment_sample(image: np.ndarray, mask: np.ndarray, aug: "AugmentConfig",
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random square crop (resized back), flips, colour jitter, JPEG re-compression.
-    ``(S, S, 3) uint8, (S, S) uint8`` in and out."""
+    """Random square crop (resized back), letterbox at a random place, flips, colour jitter,
+    JPEG re-compression. ``(S, S, 3) uint8, (S, S) uint8`` in and out."""
     size = image.shape[0]
     side = int(round(size * rng.uniform(aug.crop_min, 1.0)))
     if side < size:
         y0, x0 = rng.integers(0, size - side + 1, size=2)
         image = cv2.resize(image[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_LINEAR)
         mask = cv2.resize(mask[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < aug.letterbox_prob:
+        image, mask = random_letterbox(image, mask, aug.letterbox_aspect_max, rng)
     if rng.random() < aug.hflip:
         image, mask = image[:, ::-1], mask[:, ::-1]
     if rng.random() < aug.vflip:
@@ -72,6 +75,23 @@ def augment_sample(image: np.ndarray, mask: np.ndarray, aug: "AugmentConfig",
         lo, hi = aug.jpeg_quality
         image = io.decode_image(io.encode_jpeg(image, int(rng.integers(lo, hi + 1))))
     return image, np.ascontiguousarray(mask)
+
+
+def random_letterbox(image: np.ndarray, mask: np.ndarray, aspect_max: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random non-square rectangle of the sample (aspect ``w / h`` log-uniform in
+    ``[1 / aspect_max, aspect_max]``, as large as fits), letterboxed back into the square by
+    :func:`segsynth.preprocess.letterbox` with the content at a random offset: what a predictor
+    does to a photo of that shape, the padding placed anywhere. ``(S, S, 3)`` and ``(S, S)`` uint8."""
+    size = image.shape[0]
+    aspect = float(np.exp(rng.uniform(-np.log(aspect_max), np.log(aspect_max))))
+    h, w = (size, max(1, round(size * aspect))) if aspect < 1 else (max(1, round(size / aspect)), size)
+    y0, x0 = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
+    image, mask = image[y0:y0 + h, x0:x0 + w], mask[y0:y0 + h, x0:x0 + w]
+    if (h, w) == (size, size):
+        return image, mask
+    oy, ox = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))  # its longer side is already size
+    return letterbox(image, size, offset=(oy, ox))[0], letterbox(mask, size, offset=(oy, ox))[0]
 
 
 class Augmenter:
@@ -131,6 +151,7 @@ class Stepper:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
         self.channels_last = cuda and cfg.channels_last
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        self.pre: Preprocessing = cfg.preprocessing
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -138,7 +159,7 @@ class Stepper:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_input(batch["image"], self.device, self.channels_last)
+        x = to_input(batch["image"], self.device, self.channels_last, self.pre)
         y = batch["mask"].to(self.device, non_blocking=True).float().div_(255.0)
         return x, y
 
@@ -202,6 +223,65 @@ def validate(stepper: Stepper, batches: Iterable[dict[str, torch.Tensor]]) -> di
     return sums
 
 
+VAL_SUMS = ("n", "loss", "iou", "mae", "ssim_box")
+
+
+class RealValidation:
+    """Real labelled photos evaluated during training exactly as ``segsynth eval`` evaluates a
+    checkpoint: letterbox (:class:`Preprocessing`), forward, crop the content box, resize to the
+    photo's size, then :mod:`segsynth.metrics` against the full-size mask. Each rank takes every
+    ``world``-th item; sums are all-reduced by the caller. Photos are decoded once, here."""
+
+    def __init__(self, sources: Iterable, rank: int = 0, world: int = 1):
+        from segsynth.pipeline.train import real_val_items
+
+        self.sets: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for source in sources:
+            items = real_val_items(source)[rank::world]
+            pairs = []
+            for it in items:
+                try:
+                    pairs.append((io.read_image(it["image"]), io.read_mask(it["mask"])))
+                except (io.ImageDecodeError, OSError) as e:  # one bad pair never stops training
+                    log.warning("val_data %s: skipping %s: %s", source.label, it["stem"], e)
+            self.sets[source.label] = pairs
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.sets)
+
+    def __call__(self, stepper: "Stepper", batch_size: int) -> dict[str, dict[str, float]]:
+        """``{label: {n, loss, iou, mae, ssim_box}}`` sums over this rank's photos."""
+        from segsynth.metrics import iou, mae, ssim_box
+
+        # the bare module: DDP's forward may broadcast buffers (a collective), and ranks hold
+        # different numbers of photos
+        model, cfg, pre = unwrap(stepper.model), stepper.cfg, stepper.pre
+        out = {}
+        model.eval()
+        with torch.inference_mode():
+            for label, pairs in self.sets.items():
+                sums = dict.fromkeys(VAL_SUMS, 0.0)
+                for start in range(0, len(pairs), batch_size):
+                    chunk = pairs[start:start + batch_size]
+                    boxed = [pre.letterbox(img) for img, _ in chunk]
+                    x = to_input(np.stack([b[0] for b in boxed]), stepper.device, stepper.channels_last, pre)
+                    y = torch.from_numpy(np.stack([pre.letterbox(m)[0] for _, m in chunk])[:, None]).to(stepper.device)
+                    with stepper.autocast():
+                        logits = model(x).float()
+                    sums["loss"] += float(seg_loss(logits, y.float() / 255.0, cfg.loss.bce_weight, cfg.loss.dice_weight)) * len(chunk)
+                    probs = torch.sigmoid(logits)[:, 0].cpu().numpy()
+                    for p, (_, box), (img, truth) in zip(probs, boxed, chunk):
+                        pred = unletterbox(p, box, truth.shape)
+                        sums["iou"] += iou(pred, truth)
+                        sums["mae"] += mae(pred, truth)
+                        sums["ssim_box"] += ssim_box(pred, truth)
+                    sums["n"] += len(chunk)
+                out[label] = sums
+        model.train()
+        return out
+
+
 def has_unused_parameters(model: torch.nn.Module, device: torch.device, size: int = 64) -> bool:
     """Whether a forward/backward leaves some trainable parameter without a gradient (DDP then
     needs ``find_unused_parameters=True``; smp's EfficientNet encoders are such a case)."""
@@ -226,6 +306,7 @@ class LoopState:
     step_in_epoch: int = 0
     best_score: float = -math.inf
     best_val_iou: float | None = None
+    best_step: int | None = None
     history: list[dict] = field(default_factory=list)
     attempt_start_steps: list[int] = field(default_factory=list)
 
@@ -245,7 +326,7 @@ def model_card(cfg: "TrainConfig", state: LoopState, metrics: dict | None) -> di
         "name": cfg.name,
         "encoder_name": cfg.encoder_name,
         "model": to_dict(model_spec(cfg)),
-        "preprocessing": preprocessing(cfg.size),
+        "preprocessing": cfg.preprocessing.to_card(),
         "output": "logits",
         "metrics": metrics or {},
         "step": state.step,
@@ -276,20 +357,28 @@ def read_checkpoint(folder: str) -> tuple[dict, dict]:
     return weights, state
 
 
-METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_iou", "val_mae", "val_ssim_box", "lr",
-                  "samples_per_s", "train_s", "first_batch_s", "epoch_s", "attempt")
+METRIC_COLUMNS = ("epoch", "step", "kind", "train_loss", "val_loss", "val_iou", "val_mae", "val_ssim_box", "lr",
+                  "samples_per_s", "train_s", "first_batch_s", "epoch_s", "attempt", "score", "best")
+REAL_METRICS = ("loss", "iou", "mae", "ssim_box")
 
 
-def write_metrics_csv(history: list[dict], path: str) -> None:
+def real_columns(labels: Iterable[str]) -> list[str]:
+    """Per real validation set: ``val_<label>_<metric>`` columns of metrics.csv."""
+    return [f"val_{label}_{m}" for label in labels for m in REAL_METRICS]
+
+
+def write_metrics_csv(history: list[dict], path: str, labels: Iterable[str] = ()) -> None:
+    """One row per validation (``kind`` ``epoch`` at each epoch end, ``step`` every
+    ``val_every_steps``): the synthetic split's ``val_*`` and each real set's columns."""
     buf = _pyio.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=list(METRIC_COLUMNS) + real_columns(labels), extrasaction="ignore")
     w.writeheader()
     w.writerows(history)
     io.write_bytes(path, buf.getvalue().encode())
 
 
-def plot_learning_curve(history: list[dict], path: str) -> None:
-    """Train/validation loss and validation IoU/SSIM per epoch -> PNG."""
+def plot_learning_curve(history: list[dict], path: str, labels: Iterable[str] = ()) -> None:
+    """Train/validation loss and each validation source's IoU/SSIM by optimizer step -> PNG."""
     try:
         import matplotlib
 
@@ -298,19 +387,27 @@ def plot_learning_curve(history: list[dict], path: str) -> None:
     except ImportError:
         log.warning("matplotlib is missing (pip install matplotlib): no learning curve")
         return
-    ep = [r["epoch"] for r in history]
+    labels = list(labels)
 
-    def col(key):
-        return [r.get(key) if r.get(key) is not None else float("nan") for r in history]
+    def series(key):
+        pts = [(r["step"], r[key]) for r in history if r.get(key) is not None]
+        return [p[0] for p in pts], [p[1] for p in pts]
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, col("train_loss"), "o-", label="train loss")
-    a.plot(ep, col("val_loss"), "s-", label="validation loss")
-    a.set_xlabel("epoch"), a.set_ylabel("BCE + Dice"), a.legend(), a.grid(alpha=0.3)
-    b.plot(ep, col("val_iou"), "o-", label="IoU")
-    b.plot(ep, col("val_ssim_box"), "s-", label="SSIM (truth box)")
-    b.plot(ep, col("val_mae"), "^-", label="MAE")
-    b.set_xlabel("epoch"), b.set_ylim(0, 1), b.legend(), b.grid(alpha=0.3)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(*series("train_loss"), "o-", label="train loss")
+    a.plot(*series("val_loss"), "s-", label="validation loss (synthetic)")
+    for label in labels:
+        a.plot(*series(f"val_{label}_loss"), ".--", label=f"{label} loss")
+    a.set_xlabel("step"), a.set_ylabel("BCE + Dice"), a.legend(fontsize=7), a.grid(alpha=0.3)
+    b.plot(*series("val_iou"), "o-", label="synthetic IoU")
+    b.plot(*series("val_ssim_box"), "s-", label="synthetic SSIM (box)")
+    for label in labels:
+        b.plot(*series(f"val_{label}_iou"), ".-", label=f"{label} IoU")
+        b.plot(*series(f"val_{label}_ssim_box"), ".--", label=f"{label} SSIM (box)")
+    best = [r for r in history if r.get("best")]
+    if best:
+        b.axvline(best[-1]["step"], color="grey", lw=0.8, ls=":", label="best/")
+    b.set_xlabel("step"), b.set_ylim(0, 1), b.legend(fontsize=7), b.grid(alpha=0.3)
     b.set_title("validation")
     fig.tight_layout()
     buf = _pyio.BytesIO()
@@ -351,15 +448,22 @@ def _mean(total: float, n: float) -> float | None:
     return total / n if n else None
 
 
+def _real_summary(row: dict, labels: Iterable[str]) -> str:
+    return ", ".join(f"{label} IoU {row.get(f'val_{label}_iou') or float('nan'):.3f} "
+                     f"SSIM {row.get(f'val_{label}_ssim_box') or float('nan'):.3f}" for label in labels)
+
+
 # ---------------------------------------------------------------- the Ray Train worker
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: resume if Ray has a checkpoint, train ``steps_per_epoch`` optimizer
     steps per epoch on its dataset shard, validate, report. Only rank 0 writes files."""
+    cv2.setNumThreads(1)  # augmentation runs between steps: OpenCV's pool would fight torch's threads
     import ray.train
     import ray.train.torch
     from ray.data.collate_fn import NumpyBatchCollateFn
 
     from segsynth.config import dump_config
+    from segsynth.pipeline.train import SELECT_METRICS as SELECT_DIRECTION
 
     cfg: TrainConfig = config["cfg"]
     n_steps: int = config["steps_per_epoch"]
@@ -400,6 +504,46 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if config.get("n_val") else None
     experiment = io.join(cfg.out, cfg.name)
+    real_val = RealValidation(cfg.val_data, rank, world) if cfg.val_data else None
+    labels = real_val.labels if real_val else []
+
+    def validate_real() -> dict:
+        """Each real set's mean metrics (all ranks' photos), as ``val_<label>_<metric>`` columns,
+        plus the pooled ``select_on`` mean over every real photo (``_real_select``)."""
+        sums = real_val(stepper, cfg.val_batch_size)
+        flat = _all_reduce([sums[label][k] for label in labels for k in VAL_SUMS], device)
+        cols, pooled, total = {}, 0.0, 0.0
+        for i, label in enumerate(labels):
+            got = dict(zip(VAL_SUMS, flat[i * len(VAL_SUMS):(i + 1) * len(VAL_SUMS)]))
+            for m in REAL_METRICS:
+                cols[f"val_{label}_{m}"] = _mean(got[m], got["n"])
+            pooled, total = pooled + got[cfg.select_on], total + got["n"]
+        cols["_real_select"] = _mean(pooled, total)
+        return cols
+
+    def score_of(row: dict) -> float:
+        """Higher is better: the ``select_on`` metric on the real sets when given, else on the
+        synthetic split, else minus the training loss."""
+        value = row.pop("_real_select", None) if labels else row.get(f"val_{cfg.select_on}")
+        if value is None:
+            return -(row.get("train_loss") or 0.0)
+        return value if SELECT_DIRECTION[cfg.select_on] == "max" else -value
+
+    def record(row: dict) -> tuple[float, bool]:
+        """Score ``row``, keep it in the history; rank 0 writes the CSV, the curve and, when it
+        is the best so far, best/ (what eval, export and serve load)."""
+        score = score_of(row)
+        improved = score > state.best_score
+        if improved:
+            state.best_score, state.best_val_iou, state.best_step = score, row.get("val_iou"), state.step
+        row.update(score=score, best=improved)
+        state.history.append(row)
+        if rank == 0:
+            if improved:
+                save_model_folder(io.join(cfg.out, "best"), model, model_card(cfg, state, row), dump_config(cfg))
+            write_metrics_csv(state.history, io.join(cfg.out, "metrics.csv"), labels)
+            plot_learning_curve(state.history, io.join(cfg.out, "learning_curve.png"), labels)
+        return score, improved
 
     def report(metrics: dict, with_checkpoint: bool) -> None:
         if not with_checkpoint or rank != 0:  # every rank reports (a barrier); rank 0 attaches the files
@@ -411,14 +555,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                              checkpoint_dir_name=f"checkpoint_step{state.step:07d}_epoch{state.epoch:03d}"
                                                  f"_attempt{len(state.attempt_start_steps)}")  # unique across restarts
 
+    # time_budget_min: a CPU run stops stepping when its budget is spent (checked after each
+    # optimizer step, agreed by all ranks), validates, reports and ends as if the epochs were done
+    deadline = time.perf_counter() + 60.0 * cfg.time_budget_min if cfg.time_budget_min else None
+    out_of_time = False
     for epoch in range(state.epoch, cfg.epochs):
+        if out_of_time:
+            break
         train_aug.epoch = epoch
         pools = train_shard.iter_torch_batches(batch_size=pool_rows(cfg), collate_fn=Collate(train_aug), prefetch_batches=1)
         batches: Iterator = shuffled_batches(pools, cfg.batch_size, cfg.seed, epoch, rank)
         loss_sum, loss_n, t0, steps_done = torch.zeros((), device=device), 0, time.perf_counter(), 0
         first_batch_s = None  # the iterator's start (dataset execution, first fetch), apart from the steps
         exhausted = False
-        while state.step_in_epoch < n_steps and not exhausted:
+        while state.step_in_epoch < n_steps and not exhausted and not out_of_time:
             for micro in range(cfg.grad_accum):
                 batch = next(batches, None)
                 if batch is None:  # equal shards make this rare; every rank sees the same count
@@ -434,11 +584,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 break
             stepper.optimizer_step()
             state.step, state.step_in_epoch, steps_done = state.step + 1, state.step_in_epoch + 1, steps_done + 1
+            if deadline is not None:
+                out_of_time = _all_reduce([float(time.perf_counter() > deadline)], device)[0] > 0
+                if out_of_time and rank == 0:
+                    log.warning("time_budget_min=%s spent at step %d (epoch %d, %d of %d steps): stopping",
+                                cfg.time_budget_min, state.step, epoch + 1, state.step_in_epoch, n_steps)
             if cfg.fail_at_step == state.step and rank == 0:
                 marker = io.join(experiment, f".chaos-failed-at-{state.step}")
                 if not io.exists(marker):  # fail once: the restarted attempt must get past this step
                     io.write_bytes(marker, b"")
                     raise RuntimeError(f"chaos test: rank 0 fails at step {state.step} (fail_at_step)")
+            if real_val and cfg.val_every_steps and state.step % cfg.val_every_steps == 0 and state.step_in_epoch < n_steps:
+                row = {"epoch": epoch + (state.step_in_epoch / n_steps), "step": state.step, "kind": "step",
+                       "train_loss": float(loss_sum) / max(loss_n, 1), "lr": stepper.lr, **validate_real()}
+                score, improved = record(row)
+                if rank == 0:
+                    log.info("step %d: %s%s", state.step, _real_summary(row, labels), " (best so far)" if improved else "")
             if state.step % cfg.checkpoint_every_steps == 0 and state.step_in_epoch < n_steps:
                 report({"step": state.step, "epoch": epoch, "train_loss": float(loss_sum) / max(loss_n, 1),
                         SCORE_KEY: STEP_CHECKPOINT_SCORE, "attempt_start_steps": list(state.attempt_start_steps)},
@@ -449,23 +610,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if val_shard is not None else {"n": 0.0, "loss": 0.0, "iou": 0.0, "mae": 0.0, "ssim_box": 0.0}
         tl_sum, tl_n, vn, vloss, viou, vmae, vssim = _all_reduce(
             [float(loss_sum), float(loss_n), val["n"], val["loss"], val["iou"], val["mae"], val["ssim_box"]], device)
-        row = {"epoch": epoch + 1, "step": state.step, "train_loss": _mean(tl_sum, tl_n), "val_loss": _mean(vloss, vn),
+        row = {"epoch": epoch + 1, "step": state.step, "kind": "epoch", "train_loss": _mean(tl_sum, tl_n), "val_loss": _mean(vloss, vn),
                "val_iou": _mean(viou, vn), "val_mae": _mean(vmae, vn), "val_ssim_box": _mean(vssim, vn),
                "lr": stepper.lr, "samples_per_s": steps_done * cfg.batch_size * cfg.grad_accum * world / max(train_s, 1e-9),
-               "train_s": train_s, "first_batch_s": first_batch_s or 0.0, "epoch_s": time.perf_counter() - t0, "attempt": len(state.attempt_start_steps)}
-        state.history.append(row)
+               "train_s": train_s, "first_batch_s": first_batch_s or 0.0, "attempt": len(state.attempt_start_steps)}
+        if real_val:
+            row.update(validate_real())
+        row["epoch_s"] = time.perf_counter() - t0
         state.epoch, state.step_in_epoch = epoch + 1, 0
-        score = row["val_iou"] if row["val_iou"] is not None else -(row["train_loss"] or 0.0)
-        improved = score > state.best_score
-        if improved:
-            state.best_score, state.best_val_iou = score, row["val_iou"]
+        score, improved = record(row)
         if rank == 0:
-            log.info("epoch %d/%d step %d: train loss %.4f, val IoU %s, SSIM %s, %.1f samples/s", epoch + 1, cfg.epochs,
-                     state.step, row["train_loss"] or float("nan"), row["val_iou"], row["val_ssim_box"], row["samples_per_s"])
-            write_metrics_csv(state.history, io.join(cfg.out, "metrics.csv"))
-            plot_learning_curve(state.history, io.join(cfg.out, "learning_curve.png"))
-            if improved:  # the standalone best folder: what eval, export and serve load
-                save_model_folder(io.join(cfg.out, "best"), model, model_card(cfg, state, row), dump_config(cfg))
-        metrics = {**row, SCORE_KEY: score, "best_val_iou": state.best_val_iou,
-                   "attempt_start_steps": list(state.attempt_start_steps)}
+            log.info("epoch %d/%d step %d: train loss %.4f, synthetic val IoU %s, SSIM %s%s, %.1f samples/s%s", epoch + 1,
+                     cfg.epochs, state.step, row["train_loss"] or float("nan"), row["val_iou"], row["val_ssim_box"],
+                     (", " + _real_summary(row, labels)) if labels else "", row["samples_per_s"], " (best so far)" if improved else "")
+        metrics = {**row, SCORE_KEY: score, "best_val_iou": state.best_val_iou, "best_score": state.best_score,
+                   "best_step": state.best_step, "attempt_start_steps": list(state.attempt_start_steps)}
         report({k: v for k, v in metrics.items() if v is not None}, with_checkpoint=True)

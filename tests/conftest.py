@@ -56,3 +56,20 @@ def ray_local():
     ray = init_ray(num_cpus=4)
     yield ray
     ray.shutdown()
+
+
+def _ellipse_rgba(h: int, w: int, color) -> "np.ndarray":
+    """An ``(h, w, 4) uint8`` cutout: a flat-coloured ellipse filling its box, alpha 0/255."""
+    import numpy as np
+
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., :3] = color
+    yy, xx = np.mgrid[:h, :w]
+    rgba[..., 3] = (((yy - h / 2) / (h / 2)) ** 2 + ((xx - w / 2) / (w / 2)) ** 2 <= 1) * 255
+    return rgba
+
+
+@pytest.fixture(scope="session")
+def ellipse_rgba():
+    """The factory ``ellipse_rgba(h, w, color) -> (h, w, 4) uint8`` of test cutouts."""
+    return _ellipse_rgba

@@ -77,6 +77,7 @@ class EvalConfig:
     gallery_metric: str = "ssim_box"  # the metric that ranks the worst cases
     preferences: str | None = None  # CSV of human choices (item, annotator, choice)
     limit: int | None = None  # evaluate only the first N items (by stem)
+    stems: str | None = None  # numbered items in ranges, e.g. "51-100" (ECSSD 0051..0100); None: all
     interval: str = "bootstrap"  # 95% interval of the means: bootstrap or t
 
     def check_inputs(self) -> None:
@@ -103,12 +104,15 @@ class EvalConfig:
 
 
 # ---------------------------------------------------------------- items and per-item work
-def eval_items(data: str, limit: int | None = None) -> list[dict]:
+def eval_items(data: str, limit: int | None = None, stems: str | None = None) -> list[dict]:
     """Items ``{stem, image, mask, category, bg_kind}`` of a labelled folder (paths)."""
     if not io.exists(io.join(data, "images")) or not io.exists(io.join(data, "masks")):
         raise ConfigError(f"data: {data} is not a labelled folder; it needs images/ and masks/ "
                           "(build one with segsynth.evalset.build_test_set)")
-    items = io.labelled_folder(data)
+    try:
+        items = io.labelled_folder(data, stems)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     cats = io.join(data, "categories.csv")
     bg = {}
     if io.exists(cats):
@@ -270,7 +274,7 @@ def run(cfg: EvalConfig, address: str | None = None, command: str | None = None)
     """
     from segsynth import report as R
 
-    items = eval_items(cfg.data, cfg.limit)
+    items = eval_items(cfg.data, cfg.limit, cfg.stems)
     io.makedirs(cfg.out)
     save_config(cfg, cfg.out)
     rows = _predict_with_ray(cfg, items, address)

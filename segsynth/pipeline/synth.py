@@ -30,7 +30,9 @@ import pyarrow as pa
 from segsynth import io
 from segsynth.config import ConfigError, dump_config, save_config
 from segsynth.pipeline.rooms import RoomsConfig
-from segsynth.synth import Background, CompositeConfig, Cutout, make_sample, load_backgrounds, load_cutouts
+from segsynth.split import is_validation
+from segsynth.synth import (Background, CompositeConfig, Cutout, load_backgrounds, load_cutouts, make_sample,
+                            split_scenes)
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,9 @@ SHARD_DIR = "shards"
 SUMMARY = "summary.json"
 CONTACT_SHEET = "contact_sheet.png"
 # Keys of the config that change the samples: a re-run into the same ``out`` must match them.
-SAMPLE_KEYS = ("cutouts", "backgrounds", "seed", "size", "samples_per_cutout", "shard_size", "categories",
-               "limit_cutouts", "image_format", "jpeg_quality", "distractor_cutouts", "composite",
-               "rooms_per_shard", "rooms")
+SAMPLE_KEYS = ("cutouts", "backgrounds", "scene_backgrounds", "scene_share", "seed", "size", "samples_per_cutout",
+               "shard_size", "categories", "limit_cutouts", "image_format", "jpeg_quality", "distractor_cutouts",
+               "val_fraction", "composite", "rooms_per_shard", "rooms")
 # ``rooms.*`` keys that only place or size the diffusion actors (or belong to `segsynth rooms`)
 ROOMS_RESOURCE_KEYS = ("out", "count", "workers", "num_gpus", "num_cpus", "device", "write_jpegs")
 
@@ -48,7 +50,19 @@ ROOMS_RESOURCE_KEYS = ("out", "count", "workers", "num_gpus", "num_cpus", "devic
 @dataclass(frozen=True)
 class SynthConfig:
     cutouts: str = "outputs/demo/cutouts"        # cutout folder (with manifest.parquet) or the manifest file
-    backgrounds: list[str] = field(default_factory=list)  # folders of room photos or background libraries
+    backgrounds: list[str] = field(default_factory=list)  # folders of empty-room photos or background libraries
+    # Furnished room photos (folders or libraries) for the "scene" kind: their furniture is
+    # background, like the distractors pasted over them. Empty: scenes are `backgrounds` rooms
+    # furnished with distractors only.
+    scene_backgrounds: list[str] = field(default_factory=list)
+    # Only the photos with segsynth.split.in_share(bg_id, scene_share, salt="scenes") are used;
+    # the rest, `not in_share(...)` (segsynth.synth.split_scenes), stay unseen for active learning.
+    scene_share: float = 1.0
+    # Must equal the training config's val_fraction: the products of
+    # segsynth.split.is_validation(cutout_id, val_fraction) are held out, so they are not used as
+    # distractors or occluders in samples whose own product is a training product (a validation
+    # product's own samples may use any). Each sample lists them in `distractor_ids`.
+    val_fraction: float = 0.1
     out: str = "outputs/demo/synth"
     seed: int = 0
     size: int = 512                               # output side in px (square)
@@ -82,6 +96,10 @@ class SynthConfig:
             raise ConfigError(f"cpus_per_worker: must be > 0, got {self.cpus_per_worker}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality: must be in 1..100, got {self.jpeg_quality}")
+        if not 0.0 <= self.scene_share <= 1.0:
+            raise ConfigError(f"scene_share: the share of scene photos to use, in [0, 1]; got {self.scene_share}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction: in [0, 1), equal to the training config's; got {self.val_fraction}")
 
 
 def manifest_path(cutouts: str) -> str:
@@ -132,9 +150,13 @@ def distractor_categories(present: Iterable[str], wanted: list[str]) -> list[str
 class ShardWriter:
     """Composites and writes whole shards; a Ray Data ``map_batches`` callable class.
 
-    ``__init__`` loads the cutout manifest's bytes, the distractor pool and the backgrounds
+    ``__init__`` loads the cutout manifest's bytes, the distractor pools and the backgrounds
     once per actor; ``__call__`` takes a batch of shard rows and returns one summary row per
     shard. It works the same outside Ray (the plain-loop baseline calls it directly).
+
+    Two distractor pools: all of them for a validation product's samples, and without the
+    validation products (``is_validation(cutout_id, val_fraction)``) for a training product's,
+    so a held-out product is never seen in training, not even as background.
     """
 
     def __init__(self, cfg: SynthConfig):
@@ -148,9 +170,20 @@ class ShardWriter:
                    else io.read_parquet(pool, columns=["category"]).column("category").to_pylist())
         categories = distractor_categories(present, cfg.composite.distractor_categories)
         self.distractors, skipped = load_cutouts(pool, categories)
+        self.train_distractors = [d for d in self.distractors if not is_validation(d.cutout_id, cfg.val_fraction)]
         self.skipped_distractors = [name for name, _ in skipped]
         self.backgrounds, bg_skipped = load_backgrounds(cfg.backgrounds) if cfg.backgrounds else ([], [])
         self.skipped_backgrounds = [name for name, _ in bg_skipped]
+        self.scenes: list[Background] = []
+        if cfg.scene_backgrounds:
+            scenes, scene_skipped = load_backgrounds(cfg.scene_backgrounds)
+            self.skipped_backgrounds += [name for name, _ in scene_skipped]
+            self.scenes, unseen = split_scenes(scenes, cfg.scene_share)
+            if scenes and not self.scenes:
+                raise ValueError(f"scene_share={cfg.scene_share} keeps none of the {len(scenes)} photos in "
+                                 f"{cfg.scene_backgrounds}; raise scene_share or drop scene_backgrounds")
+            log.info("scene backgrounds: %d used, %d held out for active learning (scene_share=%s)",
+                     len(self.scenes), len(unseen), cfg.scene_share)
         self._cutout = lru_cache(maxsize=64)(self._decode_cutout)
 
     def _decode_cutout(self, cutout_id: str) -> Cutout:
@@ -175,8 +208,9 @@ class ShardWriter:
                     log.warning("skipping corrupt cutout: %s", e)
                     corrupt.append(cutout_id)
                 continue
+            pool = self.distractors if is_validation(cutout_id, cfg.val_fraction) else self.train_distractors
             sample = make_sample(cutout, int(k), seed=cfg.seed, size=cfg.size, cfg=cfg.composite,
-                                 backgrounds=backgrounds, distractors=self.distractors)
+                                 backgrounds=backgrounds, distractors=pool, scenes=self.scenes)
             sample_id = f"{cutout_id}#{int(k)}"
             rows.append({"sample_id": sample_id, "cutout_id": cutout_id, "category": cutout.category,
                          "k": int(k), "seed": cfg.seed, "image": self._encode(sample.image),

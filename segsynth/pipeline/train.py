@@ -21,18 +21,22 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Optional
 
 import cv2
 import numpy as np
 
 from segsynth import io
+from segsynth import split
 from segsynth.config import ConfigError, save_config
+from segsynth.preprocess import NORMALIZATIONS, Preprocessing, letterbox
 from segsynth.rng import stable_hash
 
 log = logging.getLogger(__name__)
 _HASH_RANGE = float(2**64)
+SELECT_METRICS = {"ssim_box": "max", "iou": "max", "mae": "min", "loss": "min"}  # metric -> better direction
 
 @dataclass(frozen=True)
 class DataSource:
@@ -42,6 +46,24 @@ class DataSource:
     path: str
     kind: Literal["synthetic", "labelled"] = "synthetic"
     weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ValSource:
+    """A real labelled folder (``images/`` + ``masks/``) evaluated during training. ``stems``
+    keeps numbered items in ranges (``"1-50"``); ``name`` labels its metrics (default: the
+    folder's name, plus the ranges)."""
+
+    path: str
+    stems: Optional[str] = None
+    name: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        base = self.path.rstrip("/").split("/")[-1]
+        return f"{base}_{self.stems.replace(',', '_')}" if self.stems else base
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,11 @@ class AugmentConfig:
     hue: float = 0.02  # +- fraction of the hue circle
     jpeg_prob: float = 0.3  # re-compress as JPEG: real catalog photos are JPEGs
     jpeg_quality: tuple[int, int] = (40, 95)
+    # letterbox as the predictors do (segsynth.preprocess), but at a random place: a random
+    # rectangle of the sample (aspect up to letterbox_aspect_max either way) is fitted into the
+    # square with zero padding, so the model learns that padding is background
+    letterbox_prob: float = 0.3
+    letterbox_aspect_max: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +99,7 @@ class TrainConfig:
     out: str = "outputs/train"
     name: str = "segsynth-train"  # Ray run name: same name + out = resume
     epochs: int = 10
-    size: int = 512  # training crop, a multiple of 32 (the FPN's output stride)
+    size: int = 512  # the model's input square (segsynth.preprocess letterbox), a multiple of 32
     batch_size: int = 8  # per worker, per micro-step
     grad_accum: int = 1  # micro-steps per optimizer step
     lr: float = 3e-4
@@ -85,7 +112,10 @@ class TrainConfig:
     amp: Literal["bf16", "fp16", "fp32"] = "bf16"  # mixed precision on GPU; fp32 turns it off (CPU always runs fp32)
     channels_last: bool = True  # GPU only
     encoder_name: str = "efficientnet-b5"
-    encoder_weights: str | None = "imagenet"  # "imagenet" (hub), null, or a local weights file/folder
+    encoder_weights: str | None = "imagenet"  # "imagenet" (hub; packaged for tu-tf_efficientnet_lite0|1|2), null, or a local file/folder
+    # input normalisation (segsynth.preprocess): imagenet mean/std, lite ((x - 127) / 128, what the
+    # EfficientNet-Lite weights were trained with), or auto (lite for efficientnet_lite encoders)
+    normalization: Literal["auto", "imagenet", "lite"] = "auto"
     decoder_pyramid_channels: int = 256
     decoder_segmentation_channels: int = 128  # a multiple of 32
     num_workers: int = 1
@@ -95,13 +125,20 @@ class TrainConfig:
     checkpoint_every_steps: int = 500
     num_to_keep: int = 2  # Ray checkpoints kept: the best by validation IoU and the latest
     max_failures: int = 2  # worker failures recovered (from the latest checkpoint) before giving up
-    val_fraction: float = 0.1  # share of cutout_ids held out
-    val_max_samples: int | None = 2000  # caps validation time per epoch
+    val_fraction: float = 0.1  # share of products (segsynth.split.product_key) held out of the synthetic data
+    val_max_samples: int | None = 2000  # caps synthetic validation time per epoch
+    # real labelled folders evaluated at each epoch end (and every val_every_steps) with the
+    # evaluation metrics on the photos' own size; best/ is selected on them when given
+    val_data: tuple[ValSource, ...] = ()
+    select_on: Literal["ssim_box", "iou", "mae", "loss"] = "ssim_box"  # best/ by this (real data when given, else synthetic)
+    val_every_steps: int | None = None  # also validate every N steps (a long run keeps its best real-photo model)
     seed: int = 0
     max_steps_per_epoch: int | None = None
     shuffle_pool: int = 256  # rows per worker collated at once and served as batches in a seeded random order
     cache_decoded: bool = False  # decode once into the object store (small sets: demo, tests) instead of every epoch
     fail_at_step: int | None = None  # chaos test: rank 0 raises once when reaching this step
+    val_batch_size: int = 4  # real validation photos per forward pass
+    time_budget_min: float | None = None  # stop stepping after this many minutes of a worker's loop (a CPU budget)
 
     def check_inputs(self) -> None:
         if not self.data:
@@ -126,6 +163,29 @@ class TrainConfig:
             raise ConfigError(f"augment.jpeg_quality={[lo, hi]} must be [low, high] within 1..100")
         if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             raise ConfigError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            raise ConfigError(f"time_budget_min must be > 0 minutes (or null), got {self.time_budget_min}")
+        if self.select_on not in SELECT_METRICS:
+            raise ConfigError(f"select_on={self.select_on!r}; valid: {', '.join(SELECT_METRICS)}")
+        if self.val_every_steps is not None and self.val_every_steps < 1:
+            raise ConfigError(f"val_every_steps must be >= 1 (or null), got {self.val_every_steps}")
+        if self.val_every_steps is not None and not self.val_data:
+            raise ConfigError("val_every_steps validates the real val_data photos, and val_data is empty; add "
+                              "val_data: [{path: FOLDER}] or set val_every_steps: null (the synthetic split is "
+                              "validated at each epoch end)")
+        if not 0.0 <= self.augment.letterbox_prob <= 1.0:
+            raise ConfigError(f"augment.letterbox_prob={self.augment.letterbox_prob} must be in [0, 1]")
+        if self.augment.letterbox_aspect_max < 1.0:
+            raise ConfigError(f"augment.letterbox_aspect_max={self.augment.letterbox_aspect_max} must be >= 1")
+        labels = [v.label for v in self.val_data]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"val_data: two sources are labelled alike ({labels}); give them a name")
+        for v in self.val_data:
+            if v.stems is not None:
+                try:
+                    io.parse_stem_ranges(v.stems)
+                except ValueError as e:
+                    raise ConfigError(f"val_data {v.path}: {e}") from None
 
     @property
     def worker_cpus(self) -> float:
@@ -135,11 +195,29 @@ class TrainConfig:
     def threads(self) -> int:
         return self.torch_threads or max(1, int(self.worker_cpus))
 
+    @property
+    def resolved_normalization(self) -> str:
+        if self.normalization != "auto":
+            return self.normalization
+        return "lite" if "efficientnet_lite" in self.encoder_name else "imagenet"
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The one preprocessing of this model: written into its card, replayed by every predictor."""
+        return Preprocessing(size=self.size, normalization=self.resolved_normalization)
+
 
 # ---------------------------------------------------------------- data: split, mixing, decoding
 def is_validation(cutout_id: str, val_fraction: float) -> bool:
-    """Whether a cutout is held out; by its id alone, so the split never changes with the seed."""
-    return stable_hash("val-split", str(cutout_id)) / _HASH_RANGE < val_fraction
+    """Whether a cutout's product is held out (:func:`segsynth.split.is_validation`): every
+    cutout of one product on one side, whatever the seed."""
+    return split.is_validation(cutout_id, val_fraction)
+
+
+def shows_validation_product(distractor_ids: str | None, val_fraction: float) -> bool:
+    """Whether a sample's distractors/occluders (``distractor_ids``, product keys ``a|b``) include
+    a held-out product: such a training sample would leak validation products into training."""
+    return bool(distractor_ids) and any(is_validation(k, val_fraction) for k in str(distractor_ids).split("|") if k)
 
 
 def copies(sample_id: str, weight: float, seed: int) -> int:
@@ -150,33 +228,27 @@ def copies(sample_id: str, weight: float, seed: int) -> int:
 
 
 # ---------------------------------------------------------------- decoding (Ray Data tasks: no torch here)
-def fit_square(arr: np.ndarray, size: int) -> np.ndarray:
-    """Resize the shorter side to ``size`` and centre-crop to ``(size, size)``; works for images
-    ``(H, W, 3)`` and masks ``(H, W)`` (linear interpolation keeps soft mask edges)."""
-    h, w = arr.shape[:2]
-    if (h, w) == (size, size):
-        return arr
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    arr = cv2.resize(arr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    y0, x0 = (nh - size) // 2, (nw - size) // 2
-    return np.ascontiguousarray(arr[y0:y0 + size, x0:x0 + size])
-
-
 def decode_samples(batch: dict[str, np.ndarray], role: str, size: int, val_fraction: float,
                    weight: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
-    """One source's rows -> the ``role`` ("train" or "val") rows, decoded and fitted to ``size``.
+    """One source's rows -> the ``role`` ("train" or "val") rows, decoded and letterboxed into
+    ``(size, size)`` exactly as the predictors do (:mod:`segsynth.preprocess`).
 
-    Input columns: ``sample_id, cutout_id`` and either ``image, mask`` (encoded bytes) or
-    ``image_path, mask_path``. Output: ``key`` (str), ``image (N, S, S, 3) uint8``, ``mask (N, S, S)
-    uint8``; a training row appears :func:`copies` times. An unreadable row is skipped and logged.
+    Input columns: ``sample_id, cutout_id``, optional ``distractor_ids``, and either ``image,
+    mask`` (encoded bytes) or ``image_path, mask_path``. Output: ``key`` (str), ``image (N, S, S,
+    3) uint8``, ``mask (N, S, S) uint8``; a training row appears :func:`copies` times. An
+    unreadable row is skipped and logged; a training row showing a held-out product as a
+    distractor is left out.
     """
+    cv2.setNumThreads(1)  # a Ray task per core: OpenCV's own thread pool only oversubscribes the cores
     keys, images, masks = [], [], []
-    skipped = 0
+    skipped = leaks = 0
     for i, sid in enumerate(batch["sample_id"]):
         sid = str(sid)
         held_out = is_validation(batch["cutout_id"][i], val_fraction)
         if held_out != (role == "val"):
+            continue
+        if role == "train" and "distractor_ids" in batch and shows_validation_product(batch["distractor_ids"][i], val_fraction):
+            leaks += 1
             continue
         n = 1 if role == "val" else copies(sid, weight, seed)
         if n == 0:
@@ -194,13 +266,16 @@ def decode_samples(batch: dict[str, np.ndarray], role: str, size: int, val_fract
             skipped += 1
             log.warning("skipping sample %s: %s", sid, e)
             continue
-        image, mask = fit_square(image, size), fit_square(mask, size)
+        image, mask = letterbox(image, size)[0], letterbox(mask, size)[0]
         for k in range(n):
             keys.append(f"{sid}#{k}")
             images.append(image)
             masks.append(mask)
     if skipped:
         log.warning("%d unreadable samples skipped in this batch", skipped)
+    if leaks:
+        log.warning("%d training samples left out: their distractors are validation products "
+                    "(synthesize with the training's val_fraction to avoid it)", leaks)
     return {
         "key": np.asarray(keys, dtype=object),
         "image": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
@@ -227,10 +302,20 @@ def _read_synthetic(path: str, columns: list[str]):
     return pa.concat_tables([io.read_parquet(f, columns=columns) for f in _shard_files(path)])
 
 
+def _synthetic_columns(path: str, columns: list[str]) -> list[str]:
+    """``columns`` plus ``distractor_ids`` when the dataset records them (older datasets do not)."""
+    import pyarrow.parquet as pq
+
+    fs, p = io.resolve(_shard_files(path)[0])
+    with fs.open_input_file(p) as f:
+        names = pq.read_schema(f).names
+    return columns + ["distractor_ids"] if "distractor_ids" in names else columns
+
+
 def _index(source: DataSource) -> list[dict]:
     """``[{sample_id, cutout_id, ...}]`` of one source: only the small columns are read."""
     if source.kind == "synthetic":
-        return _read_synthetic(source.path, ["sample_id", "cutout_id"]).to_pylist()
+        return _read_synthetic(source.path, _synthetic_columns(source.path, ["sample_id", "cutout_id"])).to_pylist()
     items = io.labelled_folder(source.path)
     if not items:
         raise ConfigError(f"labelled source {source.path}: no images with masks (expected images/ and masks/)")
@@ -253,13 +338,36 @@ def plan(cfg: TrainConfig) -> SplitCounts:
     for s in cfg.data:
         index = _index(s)
         v = sum(is_validation(r["cutout_id"], cfg.val_fraction) for r in index)
+        leaks = [r for r in index if not is_validation(r["cutout_id"], cfg.val_fraction)
+                 and shows_validation_product(r.get("distractor_ids"), cfg.val_fraction)]
         t = sum(copies(r["sample_id"], s.weight, cfg.seed) for r in index
-                if not is_validation(r["cutout_id"], cfg.val_fraction))
-        rows.append({"path": s.path, "kind": s.kind, "weight": s.weight, "samples": len(index), "train_rows": t, "val_rows": v})
+                if not is_validation(r["cutout_id"], cfg.val_fraction)) - sum(
+            copies(r["sample_id"], s.weight, cfg.seed) for r in leaks)
+        if leaks:
+            log.warning("%s: %d training samples show validation products as distractors and are left out "
+                        "(synthesize with val_fraction=%s to keep them)", s.path, len(leaks), cfg.val_fraction)
+        rows.append({"path": s.path, "kind": s.kind, "weight": s.weight, "samples": len(index), "train_rows": t,
+                     "val_rows": v, "left_out_leaks": len(leaks)})
         train, val = train + t, val + v
     if cfg.val_max_samples is not None:
         val = min(val, cfg.val_max_samples)
+    for v in cfg.val_data:
+        n = len(real_val_items(v))
+        rows.append({"path": v.path, "kind": "val_data", "stems": v.stems, "label": v.label, "val_rows": n})
     return SplitCounts(train, val, tuple(rows))
+
+
+def real_val_items(source: ValSource) -> list[dict]:
+    """The ``{stem, image, mask}`` paths of a ``val_data`` folder (a ConfigError names the fix)."""
+    if not io.exists(io.join(source.path, "images")) or not io.exists(io.join(source.path, "masks")):
+        raise ConfigError(f"val_data: {source.path} is not a labelled folder; it needs images/ and masks/")
+    try:
+        items = io.labelled_folder(source.path, source.stems)
+    except ValueError as e:
+        raise ConfigError(f"val_data {source.path}: {e}") from None
+    if not items:
+        raise ConfigError(f"val_data: {source.path} holds no image with a mask")
+    return items
 
 
 def _decoded_locally(cfg: TrainConfig, role: str) -> list[dict]:
@@ -267,7 +375,7 @@ def _decoded_locally(cfg: TrainConfig, role: str) -> list[dict]:
     rows = []
     for s in cfg.data:
         if s.kind == "synthetic":
-            table = _read_synthetic(s.path, ["sample_id", "cutout_id", "image", "mask"])
+            table = _read_synthetic(s.path, _synthetic_columns(s.path, ["sample_id", "cutout_id", "image", "mask"]))
             batch = {c: np.asarray(table.column(c).to_pylist(), dtype=object) for c in table.column_names}
         else:
             items = _index(s)
@@ -292,7 +400,8 @@ def build_datasets(cfg: TrainConfig):
     splits = {"train": [], "val": []}
     for s in cfg.data:
         if s.kind == "synthetic":
-            base = ray.data.read_parquet(_shard_files(s.path)).select_columns(["sample_id", "cutout_id", "image", "mask"])
+            base = ray.data.read_parquet(_shard_files(s.path)).select_columns(
+                _synthetic_columns(s.path, ["sample_id", "cutout_id", "image", "mask"]))
         else:
             base = ray.data.from_items(_index(s))
         for role in splits:
@@ -319,7 +428,8 @@ def _absolute(cfg: TrainConfig) -> TrainConfig:
     if weights and weights != "imagenet" and (os.path.exists(weights) or "/" in weights):
         weights = fix(weights)
     data = tuple(dataclasses.replace(s, path=fix(s.path)) for s in cfg.data)
-    return dataclasses.replace(cfg, out=fix(cfg.out), data=data, encoder_weights=weights)
+    val_data = tuple(dataclasses.replace(v, path=fix(v.path), name=v.label) for v in cfg.val_data)
+    return dataclasses.replace(cfg, out=fix(cfg.out), data=data, val_data=val_data, encoder_weights=weights)
 
 
 @contextlib.contextmanager
@@ -404,8 +514,10 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
         datasets=datasets,
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
     )
+    started = time.perf_counter()
     with _pinned_ray_address():
         result = trainer.fit()
+    fit_s = time.perf_counter() - started
     metrics = dict(result.metrics or {})
     scored = [(m.get(SCORE_KEY, float("-inf")), c.path) for c, m in (result.best_checkpoints or [])]
     best_dir = io.join(cfg.out, "best")
@@ -413,11 +525,17 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
         "out": cfg.out,
         "best": best_dir if io.exists(io.join(best_dir, "model_card.json")) else None,
         "best_val_iou": metrics.get("best_val_iou"),
+        "select_on": cfg.select_on,
+        "selected_on": "val_data" if cfg.val_data else ("synthetic" if counts.val else "train_loss"),
+        "best_score": metrics.get("best_score"),
+        "best_step": metrics.get("best_step"),
+        "normalization": cfg.resolved_normalization,
         "epochs": metrics.get("epoch"),
         "steps": metrics.get("step"),
         "train_rows_per_epoch": counts.train,
         "val_rows": counts.val,
         "steps_per_epoch": n_steps,
+        "fit_wall_s": fit_s,  # trainer.fit(): workers' start, data, steps, validation, checkpoints
         "resumed_from_steps": metrics.get("attempt_start_steps"),
         "latest_checkpoint": result.checkpoint.path if result.checkpoint else None,
         "best_checkpoint": max(scored)[1] if scored else None,  # Ray's copy, with the optimizer state

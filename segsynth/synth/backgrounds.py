@@ -47,9 +47,14 @@ def solid(rng: np.random.Generator, size: int, cfg: CompositeConfig) -> np.ndarr
 
 
 def noise_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """I.i.d. uniform ``uint8`` noise of exactly ``shape`` (std ~73.9), from the sample's generator."""
+    """I.i.d. uniform ``uint8`` noise of exactly ``shape`` (std ~73.9), from the sample's generator.
+
+    Full-range 64-bit words cut into bytes (little-endian, the same on every platform): several
+    times faster than ``rng.bytes``, which draws 32 bits at a time.
+    """
     n = int(np.prod(shape))
-    return np.frombuffer(rng.bytes(n), np.uint8).reshape(shape)
+    words = rng.integers(0, 2**64, -(-n // 8), dtype=np.uint64).astype("<u8", copy=False)
+    return words.view(np.uint8)[:n].reshape(shape)
 
 
 def noise(rng: np.random.Generator, size: int, cfg: CompositeConfig) -> tuple[np.ndarray, float]:
@@ -80,14 +85,26 @@ def noise(rng: np.random.Generator, size: int, cfg: CompositeConfig) -> tuple[np
     return out, float(sigma)
 
 
-def room(rng: np.random.Generator, size: int, cfg: CompositeConfig, bg: Background) -> np.ndarray:
-    """A random square crop of a room photo (zoom, position, mirror), resized to ``size``."""
+def room(rng: np.random.Generator, size: int, cfg: CompositeConfig, bg: Background) -> tuple[np.ndarray, int]:
+    """A random square crop of a room photo (zoom, position, mirror), resized to ``size``.
+
+    The crop side is ``bg_room_zoom_min..1`` of the photo's shorter side, and at least
+    ``size / bg_room_max_upscale`` photo pixels when the shorter side has that many: a small
+    crop of a big photo is not enlarged into a blurry frame behind a sharp product. A photo
+    smaller than that keeps the whole zoom range (it is enlarged: including it is the caller's
+    choice). Returns the ``(size, size, 3) uint8`` frame and the crop side in photo pixels.
+    """
     h, w = bg.rgb.shape[:2]
-    side = max(1, int(round(min(h, w) * rng.uniform(cfg.bg_room_zoom_min, 1.0))))
+    short = min(h, w)
+    lo = cfg.bg_room_zoom_min
+    min_side = size / cfg.bg_room_max_upscale
+    if short >= min_side:
+        lo = max(lo, min_side / short)
+    side = max(1, int(round(short * rng.uniform(lo, 1.0))))
     y0 = int(rng.integers(0, h - side + 1))
     x0 = int(rng.integers(0, w - side + 1))
     crop = bg.rgb[y0:y0 + side, x0:x0 + side]
     out = resize(crop, size, size)
     if rng.uniform() < cfg.bg_room_flip_prob:
         out = out[:, ::-1]
-    return np.ascontiguousarray(out)
+    return np.ascontiguousarray(out), side

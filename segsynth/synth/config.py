@@ -1,9 +1,9 @@
 """The compositing knobs: one frozen dataclass, filled from YAML by ``segsynth.config.load_config``.
 
 Knobs are grouped by prefix (``bg_*``, ``placement_*``, ``shadow_*``, ``distractor_*``,
-``occluder_*``, ``text_*``, ``blend_*``). Sizes are fractions of the output side (``size``)
-unless the name ends in ``_px``; mixtures are ``{name: weight}`` mappings whose weights need
-not sum to 1 (they are normalised), a weight of 0 turns that option off.
+``occluder_*``, ``text_*``, ``blend_*``, ``match_*``). Sizes are fractions of the output side
+(``size``) unless the name ends in ``_px``; mixtures are ``{name: weight}`` mappings whose
+weights need not sum to 1 (they are normalised), a weight of 0 turns that option off.
 """
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from dataclasses import dataclass, field, fields
 
 from segsynth.config import ConfigError
 
-BG_KINDS = ("white", "solid", "noise", "room", "scene")
+BG_KINDS = ("white", "solid", "noise", "floor_wall", "room", "scene")
 LIBRARY_KINDS = ("room", "scene")  # the kinds that need room photos from a background library
 PLACEMENTS = ("center", "golden", "random")
 SHADOW_TYPES = ("shape", "ellipse")
 BLEND_MODES = ("none", "feathered", "motion")
+FLOORS = ("wood", "tiles", "carpet")  # the floors of the procedural "floor_wall" background
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class CompositeConfig:
 
     # -- backgrounds
     bg_weights: dict[str, float] = field(default_factory=lambda: {
-        "white": 0.15, "solid": 0.10, "noise": 0.10, "room": 0.35, "scene": 0.30})
+        "white": 0.15, "solid": 0.05, "noise": 0.10, "floor_wall": 0.15, "room": 0.30, "scene": 0.25})
     bg_white_min: int = 235               # near-white level, 0..255 (catalog photos sit at 240..255)
     bg_white_gradient_max: float = 18.0   # largest corner-to-corner brightness drop of the white gradient
     bg_noise_amp_min: float = 8.0         # std of the noise around its base colour, in 0..255 units
@@ -33,7 +34,15 @@ class CompositeConfig:
     bg_noise_blur_max_px: float = 3.0     # (sigma, pixels); 0 = white noise, pixel-level grain
     bg_noise_color_prob: float = 0.5      # coloured (per-channel) noise, else grey noise on a colour
     bg_room_zoom_min: float = 0.5         # a room crop is this fraction (..1) of the photo's shorter side
+    bg_room_max_upscale: float = 1.0      # ...but at least size / this many photo pixels when the photo is
+                                          # big enough (1: never enlarged, so as sharp as the product);
+                                          # a smaller photo keeps the zoom range above (it is upscaled)
     bg_room_flip_prob: float = 0.5
+    bg_floor_weights: dict[str, float] = field(default_factory=lambda: {
+        "wood": 0.45, "tiles": 0.3, "carpet": 0.25})
+    bg_floor_top_min: float = 0.3         # "floor_wall": the floor's top edge (where the wall meets it),
+    bg_floor_top_max: float = 0.8         # a fraction of the frame height from the top
+    bg_floor_baseboard_prob: float = 0.6
 
     # -- placement of the product
     placement_weights: dict[str, float] = field(default_factory=lambda: {
@@ -80,13 +89,20 @@ class CompositeConfig:
     blend_feather_max_px: float = 2.0     # sigma of the inward feather of the alpha edge
     blend_motion_max_px: float = 5.0      # length of the motion-blur kernel
 
+    # -- one camera for product and background: same sharpness, same sensor noise
+    match_prob: float = 0.5               # share of samples where the product is matched to its background
+    match_blur_max_px: float = 3.0        # the largest blur (sigma) a product gets to match a blurry background
+    match_noise_std_min: float = 1.0      # Gaussian noise over the whole frame after compositing,
+    match_noise_std_max: float = 6.0      # std in 0..255 units (the mask is unchanged)
+
     def __post_init__(self) -> None:
         self.check_inputs()  # validate once at the boundary, not on every sample
 
     def check_inputs(self) -> None:
         """Raise :class:`ConfigError` naming the first bad knob and how to fix it."""
         for name, valid in (("bg_weights", BG_KINDS), ("placement_weights", PLACEMENTS),
-                            ("shadow_weights", SHADOW_TYPES), ("blend_weights", BLEND_MODES)):
+                            ("shadow_weights", SHADOW_TYPES), ("blend_weights", BLEND_MODES),
+                            ("bg_floor_weights", FLOORS)):
             weights = getattr(self, name)
             for key, w in weights.items():
                 if key not in valid:
@@ -95,8 +111,8 @@ class CompositeConfig:
                     raise ConfigError(f"{name}.{key}: weights must be >= 0, got {w}")
             if not sum(weights.values()) > 0:
                 raise ConfigError(f"{name}: at least one weight must be > 0 (options: {', '.join(valid)})")
-        for name in ("bg_room_flip_prob", "bg_noise_color_prob", "product_flip_prob", "shadow_prob",
-                     "occluder_prob", "text_prob"):
+        for name in ("bg_room_flip_prob", "bg_noise_color_prob", "bg_floor_baseboard_prob", "product_flip_prob",
+                     "shadow_prob", "occluder_prob", "text_prob", "match_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"{name}: a probability must be in [0, 1], got {p}")
@@ -104,6 +120,12 @@ class CompositeConfig:
             raise ConfigError(f"bg_white_min: must be in 0..255, got {self.bg_white_min}")
         if not 0.0 < self.bg_room_zoom_min <= 1.0:
             raise ConfigError(f"bg_room_zoom_min: must be in (0, 1], got {self.bg_room_zoom_min}")
+        if not self.bg_room_max_upscale > 0:
+            raise ConfigError(f"bg_room_max_upscale: must be > 0 (1: crops are never enlarged; a large value "
+                              f"turns the limit off), got {self.bg_room_max_upscale}")
+        if not 0.05 <= self.bg_floor_top_min <= self.bg_floor_top_max <= 0.95:
+            raise ConfigError(f"bg_floor_top_min/max: need 0.05 <= min <= max <= 0.95 (fractions of the frame "
+                              f"height), got {self.bg_floor_top_min}, {self.bg_floor_top_max}")
         if not 0.0 < self.scale_max <= 1.0:
             raise ConfigError(f"scale_max: the product must fit the frame, so 0 < scale_max <= 1, got {self.scale_max}")
         if not 0.0 <= self.placement_margin < 0.25:
@@ -113,7 +135,8 @@ class CompositeConfig:
         nonneg = ("bg_white_gradient_max", "bg_noise_amp_min", "bg_noise_blur_min_px", "placement_jitter",
                   "shadow_opacity_min", "shadow_blur_min", "shadow_offset_max", "shadow_squash_min",
                   "shadow_shear_min", "shadow_ellipse_width_min", "distractor_scale_min",
-                  "occluder_scale_min", "text_height_min", "blend_feather_max_px", "blend_motion_max_px")
+                  "occluder_scale_min", "text_height_min", "blend_feather_max_px", "blend_motion_max_px",
+                  "match_blur_max_px", "match_noise_std_min")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")

@@ -5,6 +5,7 @@ Occluders and text are in front of the product: the pixels they cover are taken 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import cv2
@@ -12,8 +13,17 @@ import numpy as np
 
 from segsynth.synth.backgrounds import random_color
 from segsynth.synth.config import CompositeConfig
-from segsynth.synth.layers import Layer, cut, fit_size, make_layer, paste
+from segsynth.synth.layers import Layer, blur_pad, cut, fit_size, gaussian_blur, make_layer, pad_layer, paste
 from segsynth.synth.library import Cutout
+
+
+@dataclass
+class Pasted:
+    """What :func:`add_distractors` or :func:`add_occluder` put into the frame."""
+
+    cutout_ids: list[str] = field(default_factory=list)  # the cutouts pasted, in order
+    cut: int = 0          # how many of them the frame border cuts
+    kind: str = ""        # an occluder's kind: "cutout" or "shape"
 
 
 def pick(rng: np.random.Generator, pool: Sequence[Cutout], exclude_id: str) -> Cutout | None:
@@ -32,28 +42,32 @@ def pick(rng: np.random.Generator, pool: Sequence[Cutout], exclude_id: str) -> C
 
 
 def add_distractors(rng: np.random.Generator, frame: np.ndarray, pool: Sequence[Cutout], exclude_id: str,
-                    cfg: CompositeConfig) -> tuple[int, int]:
-    """Paste a random number of distractor products (no shadow) anywhere in ``frame``.
+                    cfg: CompositeConfig, blur_px: float = 0.0) -> Pasted:
+    """Paste a random number of distractor products (no shadow) anywhere in ``frame`` (in place).
 
-    Their centres fall anywhere in the frame, so some are cut by its border. Returns
-    (number pasted, number cut by the border).
+    Their centres fall anywhere in the frame, so some are cut by its border. ``blur_px`` blurs
+    each one as the product is blurred to match a soft background (same photo, same lens).
+    Returns the ids of the cutouts pasted and how many of them the border cuts.
     """
     size = frame.shape[0]
     count = int(rng.integers(cfg.distractor_count_min, cfg.distractor_count_max + 1))
-    placed = cut = 0
+    out = Pasted()
+    pad = blur_pad(blur_px)
     for _ in range(count):
         c = pick(rng, pool, exclude_id)
         if c is None:
             break
         h, w = fit_size(*c.rgba.shape[:2], rng.uniform(cfg.distractor_scale_min, cfg.distractor_scale_max) * size)
         layer = make_layer(c.rgba, h, w, flip=bool(rng.uniform() < 0.5))
+        if pad:
+            layer = gaussian_blur(pad_layer(layer, pad), blur_px)
         cx, cy = rng.uniform(0, size, 2)
         x0, y0 = round(cx - w / 2), round(cy - h / 2)
-        if paste(frame, layer, x0, y0) is None:
+        if paste(frame, layer, x0 - pad, y0 - pad) is None:
             continue
-        placed += 1
-        cut += int(x0 < 0 or y0 < 0 or x0 + w > size or y0 + h > size)
-    return placed, cut
+        out.cutout_ids.append(c.cutout_id)
+        out.cut += int(x0 < 0 or y0 < 0 or x0 + w > size or y0 + h > size)
+    return out
 
 
 def _shape_layer(rng: np.random.Generator, h: int, w: int) -> Layer:
@@ -82,12 +96,12 @@ def _shape_layer(rng: np.random.Generator, h: int, w: int) -> Layer:
 
 
 def add_occluder(rng: np.random.Generator, frame: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int],
-                 pool: Sequence[Cutout], exclude_id: str, cfg: CompositeConfig) -> str:
+                 pool: Sequence[Cutout], exclude_id: str, cfg: CompositeConfig) -> Pasted:
     """Put an object in front of part of the product at ``box`` and cut it out of ``mask`` (in place).
 
     The object is another cutout from ``pool`` (half of the time when there is one) or a plain
     shape; its longer side is ``occluder_scale_*`` of the product's, so the product stays
-    mostly visible. Returns the occluder kind ("cutout" or "shape").
+    mostly visible. Returns the occluder's kind ("cutout" or "shape") and the cutout's id.
     """
     x0, y0, x1, y1 = box
     long_side = max(x1 - x0, y1 - y0) * rng.uniform(cfg.occluder_scale_min, cfg.occluder_scale_max)
@@ -110,7 +124,7 @@ def add_occluder(rng: np.random.Generator, frame: np.ndarray, mask: np.ndarray, 
     pasted = paste(frame, layer, ox, oy)
     if pasted is not None:
         cut(mask, *pasted)
-    return kind
+    return Pasted(cutout_ids=[c.cutout_id] if c is not None and pasted is not None else [], kind=kind)
 
 
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)

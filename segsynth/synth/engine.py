@@ -1,9 +1,11 @@
 """One (cutout, k) -> one composite image and its mask, reproducible from ``(seed, cutout_id, k)``.
 
-Layers, back to front: background (white, solid, noise, room, or a room with distractor
-products: "scene"), the product's shadow, the product (edges blended), an optional occluder and
-an optional dimension label in front. The mask is the product's alpha after edge blending,
-minus what the occluder and the label cover; shadows and distractors are background.
+Layers, back to front: background (white, solid, noise, a procedural floor and wall, a room
+photo, or a scene: a furnished room photo, or a room, with distractor products), the product's
+shadow, the product (blurred to the background's sharpness, edges blended), an optional occluder
+and an optional dimension label in front, and one sensor noise over it all. The mask is the
+product's alpha after blurring and edge blending, minus what the occluder and the label cover;
+shadows and distractors are background.
 
 Every random choice comes from generators keyed by ``(seed, cutout_id, k, part)``, one per part
 (background, placement, shadow, ...), so a sample does not depend on which worker makes it, in
@@ -20,11 +22,16 @@ from typing import Sequence
 import numpy as np
 
 from segsynth.rng import rng_for
+from segsynth.split import product_key
 from segsynth.synth import backgrounds as bgs
 from segsynth.synth import distractors as dis
+from segsynth.synth import floor_wall as fw
+from segsynth.synth import match
 from segsynth.synth import shadows
-from segsynth.synth.config import BG_KINDS, BLEND_MODES, LIBRARY_KINDS, PLACEMENTS, SHADOW_TYPES, CompositeConfig
-from segsynth.synth.layers import feather, fit_size, make_layer, motion_blur, pad_layer, paste
+from segsynth.synth.config import (BG_KINDS, BLEND_MODES, FLOORS, LIBRARY_KINDS, PLACEMENTS, SHADOW_TYPES,
+                                   CompositeConfig)
+from segsynth.synth.layers import (blur_pad, feather, fit_size, gaussian_blur, make_layer, motion_blur, pad_layer,
+                                   paste)
 from segsynth.synth.library import Background, Cutout
 
 log = logging.getLogger(__name__)
@@ -44,12 +51,13 @@ class Sample:
 
 
 META_KEYS = (
-    "bg_kind", "bg_id", "bg_fallback", "bg_noise_sigma",
+    "bg_kind", "bg_id", "bg_fallback", "bg_noise_sigma", "bg_variant", "bg_crop_px",
     "placement", "scale", "pos_x", "pos_y", "flip",
     "shadow_type", "shadow_opacity", "shadow_blur",
-    "distractor_count", "distractor_cut",
+    "distractor_count", "distractor_cut", "distractor_ids",
     "occluder", "occluder_kind", "text", "text_label",
     "blend", "blend_px", "visible_fraction",
+    "match", "match_bg_blur_px", "match_blur_px", "match_noise_std",
 )
 
 
@@ -70,18 +78,22 @@ def _choose(rng: np.random.Generator, weights: dict[str, float], order: Sequence
     return names[-1]
 
 
-def _background_kind(rng: np.random.Generator, cfg: CompositeConfig, have_rooms: bool,
+def _background_kind(rng: np.random.Generator, cfg: CompositeConfig, have_rooms: bool, have_scenes: bool,
                      have_distractors: bool) -> tuple[str, bool]:
-    """The background kind, and whether it is a fallback from a kind that could not be made."""
+    """The background kind, and whether it is a fallback from a kind that could not be made.
+
+    "room" needs room photos; "scene" needs furnished room photos, or room photos and
+    distractors to furnish them.
+    """
     kind = _choose(rng, cfg.bg_weights, BG_KINDS)
     fallback = False
-    if kind in LIBRARY_KINDS and not have_rooms:
-        _warn_once("no-rooms", "background kind %r drawn but no backgrounds were given; "
-                   "falling back to white/solid/noise (pass backgrounds= to make_sample)", kind)
+    if (kind == "room" and not have_rooms) or (kind == "scene" and not (have_rooms or have_scenes)):
+        _warn_once("no-rooms", "background kind %r drawn but no backgrounds were given; falling back to the "
+                   "kinds made without photos (pass backgrounds= or scenes= to make_sample)", kind)
         rest = {k: w for k, w in cfg.bg_weights.items() if k not in LIBRARY_KINDS}
         kind = _choose(rng, rest, BG_KINDS) if sum(rest.values()) > 0 else "white"
         fallback = True
-    elif kind == "scene" and not have_distractors:
+    elif kind == "scene" and not have_scenes and not have_distractors:
         _warn_once("no-distractors", "background kind 'scene' drawn but no distractor cutouts were given; "
                    "falling back to 'room' (pass distractors= to make_sample)")
         kind, fallback = "room", True
@@ -89,13 +101,17 @@ def _background_kind(rng: np.random.Generator, cfg: CompositeConfig, have_rooms:
 
 
 def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeConfig,
-                backgrounds: Sequence[Background] = (), distractors: Sequence[Cutout] = ()) -> Sample:
+                backgrounds: Sequence[Background] = (), distractors: Sequence[Cutout] = (),
+                scenes: Sequence[Background] = ()) -> Sample:
     """The ``k``-th composite of ``cutout``: an image ``(size, size, 3) uint8`` and its mask.
 
-    ``backgrounds`` are the room photos (sorted by bg_id, as :func:`load_backgrounds` returns
-    them); ``distractors`` the cutouts that may appear around the product (already filtered to
-    ``cfg.distractor_categories`` by the caller; the product itself is never drawn from it). The
-    same ``(seed, cutout.cutout_id, k)`` and the same inputs give bit-identical results.
+    ``backgrounds`` are the (empty) room photos of the "room" kind, ``scenes`` the furnished
+    room photos of the "scene" kind (without them, scenes are rooms furnished with distractors
+    only); both sorted by bg_id, as :func:`load_backgrounds` returns them. ``distractors`` are
+    the cutouts that may appear around or in front of the product (already filtered by the
+    caller: ``cfg.distractor_categories``, and no validation products around a training
+    product; the product itself is never drawn from it). The same ``(seed, cutout.cutout_id,
+    k)`` and the same inputs give bit-identical results.
     """
     rgba = cutout.rgba
     if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
@@ -108,33 +124,42 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
 
     # -- background
     r = rng_for(*key, "bg")
-    bg_kind, bg_fallback = _background_kind(r, cfg, bool(backgrounds), have_distractors)
-    bg_id, noise_sigma = "", 0.0
+    bg_kind, bg_fallback = _background_kind(r, cfg, bool(backgrounds), bool(scenes), have_distractors)
+    bg_id, bg_variant, noise_sigma, crop_px = "", "", 0.0, 0
     if bg_kind == "white":
         frame = bgs.white(r, size, cfg)
     elif bg_kind == "solid":
         frame = bgs.solid(r, size, cfg)
     elif bg_kind == "noise":
         frame, noise_sigma = bgs.noise(r, size, cfg)
+    elif bg_kind == "floor_wall":
+        bg_variant = _choose(r, cfg.bg_floor_weights, FLOORS)
+        frame = fw.floor_wall(r, size, cfg, bg_variant)
     else:
-        bg = backgrounds[int(r.integers(len(backgrounds)))]
+        photos = scenes if bg_kind == "scene" and scenes else backgrounds
+        bg = photos[int(r.integers(len(photos)))]
         bg_id = bg.bg_id
-        frame = bgs.room(r, size, cfg, bg)
+        frame, crop_px = bgs.room(r, size, cfg, bg)
 
-    n_distractors = n_cut = 0
-    if bg_kind == "scene":
-        n_distractors, n_cut = dis.add_distractors(rng_for(*key, "distractors"), frame, distractors, cid, cfg)
+    # -- one camera: how blurred the background is, measured before anything sharp is pasted on it
+    r_match = rng_for(*key, "match")  # also draws the noise, last
+    matched = bool(r_match.uniform() < cfg.match_prob)
+    noise_std = r_match.uniform(cfg.match_noise_std_min, cfg.match_noise_std_max) if matched else 0.0
+    bg_blur = match.frame_blur_px(frame) if matched else None
+    max_blur = min(bg_blur or 0.0, cfg.match_blur_max_px)
 
     # -- edge blending: decided first, a motion blur needs room around the product
     r = rng_for(*key, "blend")
     blend = _choose(r, cfg.blend_weights, BLEND_MODES)
-    blend_px, angle, pad = 0.0, 0.0, 0
+    blend_px, angle, motion_pad = 0.0, 0.0, 0
     if blend == "feathered":
         blend_px = r.uniform(0.5, max(0.5, cfg.blend_feather_max_px))
     elif blend == "motion":
         blend_px = r.uniform(min(2.0, cfg.blend_motion_max_px), cfg.blend_motion_max_px)
         angle = r.uniform(0, math.pi)
-        pad = math.ceil(blend_px / 2) + 1
+        motion_pad = math.ceil(blend_px / 2) + 1
+    match_pad = blur_pad(max_blur)  # room for the largest blur the product may get
+    pad = motion_pad + match_pad
 
     # -- size and position: the product (and its blur) always entirely inside the frame
     r = rng_for(*key, "place")
@@ -142,7 +167,7 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
     room = size - 2 * margin - 2 * pad
     if room < 1:
         raise ValueError(f"size {size} is too small for placement_margin {cfg.placement_margin} and "
-                         f"a motion blur of {blend_px:.1f} px; use a larger size")
+                         f"a blur of {pad} px around the product; use a larger size")
     h0, w0 = rgba.shape[:2]
     h, w = fit_size(h0, w0, r.uniform(cfg.scale_min, cfg.scale_max) * size)
     if h > room or w > room:  # a long side near 1.0 plus margin and blur: scale down to fit
@@ -162,6 +187,15 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
         y0 = int(np.clip(round(cy * size - lh / 2), lo_y, hi_y))
 
     layer = make_layer(rgba, h, w, flip=flip)
+    match_blur = 0.0
+    if max_blur >= 0.3:  # only then can the product need a visible blur
+        match_blur = min(match.matching_blur_px(bg_blur, match.layer_blur_px(layer.rgba)), max_blur)
+        match_blur = match_blur if match_blur >= 0.3 else 0.0
+
+    # -- distractors: the same lens blur as the product
+    pasted = dis.Pasted()
+    if bg_kind == "scene":
+        pasted = dis.add_distractors(rng_for(*key, "distractors"), frame, distractors, cid, cfg, blur_px=match_blur)
 
     # -- shadow on the background, from the unblended silhouette at its final position
     r = rng_for(*key, "shadow")
@@ -173,11 +207,13 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
             shadows.apply(frame, sh)
             shadow_opacity, shadow_blur = sh.opacity, sh.blur_px
 
-    # -- the product, edges blended
+    # -- the product: blurred like the background, then its edges blended
+    if match_pad:
+        layer = gaussian_blur(pad_layer(layer, match_pad), match_blur)
     if blend == "feathered":
         layer = feather(layer, blend_px)
     elif blend == "motion":
-        layer = motion_blur(pad_layer(layer, pad), blend_px, angle)
+        layer = motion_blur(pad_layer(layer, motion_pad), blend_px, angle)
     mask = np.zeros((size, size), np.uint8)
     (fx0, fy0, fx1, fy1), a = paste(frame, layer, x0, y0)
     mask[fy0:fy1, fx0:fx1] = a
@@ -186,23 +222,33 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
 
     # -- in front of the product: removed from the mask
     r = rng_for(*key, "occluder")
-    occluder_kind = ""
+    occluder = dis.Pasted()
     if r.uniform() < cfg.occluder_prob:
-        occluder_kind = dis.add_occluder(r, frame, mask, box, distractors, cid, cfg)
+        occluder = dis.add_occluder(r, frame, mask, box, distractors, cid, cfg)
     r = rng_for(*key, "text")
     text_label = ""
     if r.uniform() < cfg.text_prob:
         text_label = dis.add_text(r, frame, mask, box, cfg)
-    visible = float(mask[fy0:fy1, fx0:fx1].sum(dtype=np.int64)) / full if (occluder_kind or text_label) and full else 1.0
+    covered = bool(occluder.kind or text_label)
+    visible = float(mask[fy0:fy1, fx0:fx1].sum(dtype=np.int64)) / full if covered and full else 1.0
 
+    # -- one sensor noise over everything (the mask is unchanged)
+    if matched:
+        frame = match.add_noise(r_match, frame, noise_std)
+
+    used = dict.fromkeys(product_key(c) for c in pasted.cutout_ids + occluder.cutout_ids)  # unique, in order
     meta = {
         "bg_kind": bg_kind, "bg_id": bg_id, "bg_fallback": bg_fallback, "bg_noise_sigma": float(noise_sigma),
+        "bg_variant": bg_variant, "bg_crop_px": int(crop_px),
         "placement": placement, "scale": max(h, w) / size, "pos_x": (x0 + pad + w / 2) / size,
         "pos_y": (y0 + pad + h / 2) / size, "flip": flip,
         "shadow_type": shadow_type, "shadow_opacity": float(shadow_opacity), "shadow_blur": float(shadow_blur),
-        "distractor_count": int(n_distractors), "distractor_cut": int(n_cut),
-        "occluder": bool(occluder_kind), "occluder_kind": occluder_kind,
+        "distractor_count": len(pasted.cutout_ids), "distractor_cut": int(pasted.cut),
+        "distractor_ids": "|".join(used),
+        "occluder": bool(occluder.kind), "occluder_kind": occluder.kind,
         "text": bool(text_label), "text_label": text_label,
         "blend": blend, "blend_px": float(blend_px), "visible_fraction": visible,
+        "match": matched, "match_bg_blur_px": float(bg_blur or 0.0), "match_blur_px": float(match_blur),
+        "match_noise_std": float(noise_std),
     }
     return Sample(image=frame, mask=mask, meta=meta)

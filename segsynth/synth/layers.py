@@ -112,6 +112,19 @@ def feather(layer: Layer, sigma: float) -> Layer:
     return Layer(_times_alpha(layer.rgba, b))
 
 
+def blur_pad(sigma: float) -> int:
+    """The transparent border a Gaussian blur of ``sigma`` px needs to spread into (3 sigma)."""
+    return math.ceil(3 * sigma) if sigma >= 0.3 else 0
+
+
+def gaussian_blur(layer: Layer, sigma: float) -> Layer:
+    """Blur colour and alpha together (premultiplied: no dark or light fringe); pad the layer by
+    :func:`blur_pad` first so the edge can spread outwards. Below 0.3 px it is left as it is."""
+    if sigma < 0.3:
+        return layer
+    return Layer(cv2.GaussianBlur(layer.rgba, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT))
+
+
 def motion_kernel(length: float, angle: float) -> np.ndarray:
     """A normalised line kernel ``(n, n) float32`` of ``length`` pixels at ``angle`` radians."""
     n = 2 * math.ceil(length / 2) + 1

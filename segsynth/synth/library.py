@@ -15,10 +15,12 @@ import cv2
 import numpy as np
 
 from segsynth import io
+from segsynth.split import in_share
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.parquet"
+SCENE_SALT = "scenes"  # the salt of the scene-photo split (segsynth.split.in_share)
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,3 +153,18 @@ def load_backgrounds(sources: Sequence[str], max_side: int = 1024
     if skipped:
         log.warning("backgrounds: skipped %d (e.g. %s: %s)", len(skipped), *skipped[0])
     return sorted(found.values(), key=lambda b: b.bg_id), skipped
+
+
+def split_scenes(scenes: Sequence[Background], share: float) -> tuple[list[Background], list[Background]]:
+    """(used, unseen): the furnished room photos that synthesis composites on, and the rest.
+
+    A photo is used when ``segsynth.split.in_share(bg_id, share, salt="scenes")``; the others
+    (``not in_share(...)``) are never composited, so active learning can score a model on them
+    as unseen real scenes. Stable: the same bg_id is on the same side on every machine and run,
+    and a larger ``share`` only adds photos. Both lists keep the input order.
+    """
+    used: list[Background] = []
+    unseen: list[Background] = []
+    for bg in scenes:
+        (used if in_share(bg.bg_id, share, salt=SCENE_SALT) else unseen).append(bg)
+    return used, unseen

@@ -13,25 +13,18 @@ from segsynth.pipeline import synth
 pytestmark = [pytest.mark.ray]
 
 CONTRACT = {"sample_id", "cutout_id", "category", "k", "seed", "image", "mask", "bg_kind", "bg_id",
-            "placement", "scale", "shadow_type", "distractor_count"}
-
-
-def _cutout(rng, h, w, color):
-    rgba = np.zeros((h, w, 4), np.uint8)
-    rgba[..., :3] = color
-    yy, xx = np.mgrid[:h, :w]
-    rgba[..., 3] = (((yy - h / 2) / (h / 2)) ** 2 + ((xx - w / 2) / (w / 2)) ** 2 <= 1) * 255
-    return rgba
+            "placement", "scale", "shadow_type", "distractor_count", "distractor_ids", "bg_crop_px",
+            "match_blur_px", "match_noise_std"}
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, ellipse_rgba):
     """A manifest of 5 cutouts (one corrupt) and a background folder (one corrupt file)."""
     root = tmp_path_factory.mktemp("inputs")
     rng = np.random.default_rng(0)
     rows = []
     for i, cat in enumerate(["chair", "lamp", "plant", "table"]):
-        rgba = _cutout(rng, 30 + 5 * i, 24 + 3 * i, (40 * i, 200 - 30 * i, 90))
+        rgba = ellipse_rgba(30 + 5 * i, 24 + 3 * i, (40 * i, 200 - 30 * i, 90))
         rows.append({"cutout_id": f"t/{cat}{i}", "category": cat, "source": f"{cat}.jpg", "source_kind": "rgba",
                      "width": rgba.shape[1], "height": rgba.shape[0], "quality": 1.0, "rgba": io.encode_png(rgba)})
     rows.append({"cutout_id": "t/broken", "category": "chair", "source": "broken.png", "source_kind": "rgba",
@@ -58,7 +51,10 @@ def _rows(out):
 
 
 def test_job_contract_corrupt_inputs_and_determinism(ray_local, inputs, tmp_path):
-    summary = synth.run(_cfg(inputs, tmp_path / "a", workers=2))
+    # every background kind, the rooms doubling as furnished scenes, matching on
+    every_kind = {"scene_backgrounds": f"[{inputs / 'rooms'}]", "composite.match_prob": 0.7,
+                  "composite.bg_weights": "{white: 1, solid: 1, noise: 1, floor_wall: 1, room: 1, scene: 1}"}
+    summary = synth.run(_cfg(inputs, tmp_path / "a", workers=2, **every_kind))
     rows = _rows(tmp_path / "a")
     assert len(rows) == 4 * 3 and summary["samples_written"] == 12
     assert summary["corrupt_cutouts"] == ["t/broken"]
@@ -71,7 +67,7 @@ def test_job_contract_corrupt_inputs_and_determinism(ray_local, inputs, tmp_path
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["samples_written"] == 12
 
     # one worker, other shard size: every sample bit-identical
-    synth.run(_cfg(inputs, tmp_path / "b", workers=1, shard_size=5))
+    synth.run(_cfg(inputs, tmp_path / "b", workers=1, shard_size=5, **every_kind))
     other = _rows(tmp_path / "b")
     assert other.keys() == rows.keys()
     for sid, r in rows.items():

@@ -132,3 +132,67 @@ def test_rerun_same_name_resumes(tmp_path, ray_local):
     assert first["steps"] == 2
     second = run(_config(tmp_path, synth, "epochs=2", "max_steps_per_epoch=2", "name=again"))
     assert second["steps"] == 4 and second["resumed_from_steps"] == [0, 2]
+
+
+def test_training_rows_showing_validation_products_are_left_out(tmp_path):
+    """A training sample whose distractors include a held-out product never reaches training."""
+    from segsynth.pipeline.train import TrainConfig, decode_samples, is_validation, plan
+
+    synth = make_synth(tmp_path / "synth")
+    table = io.read_parquet(synth / "shards" / "shard-00000.parquet")
+    ids = sorted(set(io.read_parquet(synth / "shards", columns=["cutout_id"]).column("cutout_id").to_pylist()))
+    val_product = next(c for c in ids if is_validation(c, 0.25)).split("/")[-1]
+    train_rows = [r for r in table.to_pylist() if not is_validation(r["cutout_id"], 0.25)]
+    assert train_rows, "the first shard should hold training samples"
+    leaking = train_rows[0]["sample_id"]
+    rows = [{**r, "distractor_ids": val_product if r["sample_id"] == leaking else "x|y"} for r in table.to_pylist()]
+    io.write_parquet(rows, synth / "shards" / "shard-00000.parquet")
+    other = synth / "shards" / "shard-00001.parquet"  # every shard of a dataset has the column
+    io.write_parquet([{**r, "distractor_ids": ""} for r in io.read_parquet(other).to_pylist()], other)
+    cfg = load_config(TrainConfig, None, [f"data=[{{path: {synth}}}]", *TINY])
+    assert plan(cfg).per_source[0]["left_out_leaks"] == 1
+    batch = {k: np.asarray([r[k] for r in rows], dtype=object) for k in ("sample_id", "cutout_id", "image", "mask", "distractor_ids")}
+    keys = decode_samples(batch, "train", SIZE, 0.25)["key"]
+    assert f"{leaking}#0" not in set(keys) and len(keys) == len(train_rows) - 1
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_validation_every_steps_selects_best(tmp_path, ray_local):
+    """val_data is validated every val_every_steps and at the epoch end; best/ is the row that
+    scores best on select_on over the real photos, and the card records the normalisation."""
+    from segsynth.pipeline.train import run
+
+    synth = make_synth(tmp_path / "synth")
+    labelled = make_labelled(tmp_path / "real")
+    cfg = _config(tmp_path, synth, "epochs=1", "max_steps_per_epoch=4", "val_every_steps=1", "name=realval",
+                  f"val_data=[{{path: {labelled}, name: photos}}]", "select_on=iou", "normalization=lite")
+    summary = run(cfg)
+    assert summary["selected_on"] == "val_data" and summary["select_on"] == "iou"
+    rows = list(csv.DictReader((Path(cfg.out) / "metrics.csv").open()))
+    assert [r["kind"] for r in rows] == ["step", "step", "step", "epoch"]
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    ious = [float(r["val_photos_iou"]) for r in rows]
+    assert all(0.0 <= v <= 1.0 for v in ious) and all(r["val_photos_ssim_box"] for r in rows)
+    best_rows = [r for r in rows if r["best"] == "True"]
+    assert int(best_rows[-1]["step"]) == summary["best_step"] == int(rows[int(np.argmax(ious))]["step"])
+    card = json.loads((Path(cfg.out) / "best" / "model_card.json").read_text())
+    assert card["step"] == summary["best_step"] and card["preprocessing"]["normalization"] == "lite"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_time_budget_stops_stepping_then_validates_and_saves(tmp_path, ray_local):
+    """A spent time_budget_min ends the run after the current step: it still validates, writes
+    metrics and best/, and reports fewer steps than planned."""
+    from segsynth.pipeline.train import run
+
+    synth = make_synth(tmp_path / "synth")
+    cfg = _config(tmp_path, synth, "epochs=2", "max_steps_per_epoch=4", "time_budget_min=0.00001", "name=budget")
+    summary = run(cfg)
+    assert summary["steps"] == 1 and summary["epochs"] == 1
+    rows = list(csv.DictReader((Path(cfg.out) / "metrics.csv").open()))
+    assert [(r["kind"], int(r["step"])) for r in rows] == [("epoch", 1)]
+    assert (Path(cfg.out) / "best" / "model_card.json").is_file()

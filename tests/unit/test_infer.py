@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from segsynth.infer import PREDICTORS, fit_to_model, infer_kind, load_predictor, normalize
+from segsynth.infer import PREDICTORS, infer_kind, load_predictor
 from segsynth.model import ModelSpec, build_model, preprocessing, save_model_folder
 
 SIZE = 64
@@ -34,11 +34,17 @@ def test_registered_and_inferred(ckpt):
     assert infer_kind(str(ckpt)) == "checkpoint"
 
 
-def test_fit_to_model_pads_to_32():
-    padded, (h, w) = fit_to_model(np.zeros((37, 101, 3), np.uint8), SIZE)
-    assert (h, w) == (23, 64) and padded.shape == (32, 64, 3)
-    x = normalize(padded[None])
-    assert x.shape == (1, 3, 32, 64) and x.dtype == np.float32
+def test_letterbox_into_the_model_square():
+    from segsynth.preprocess import Preprocessing
+
+    pre = Preprocessing(size=SIZE)
+    boxed, box = pre.letterbox(np.full((37, 101, 3), 9, np.uint8))
+    assert box == (0, 0, 23, 64) and boxed.shape == (64, 64, 3)
+    assert (boxed[:23] == 9).all() and (boxed[23:] == 0).all()
+    x = pre.normalize(boxed[None])
+    assert x.shape == (1, 3, 64, 64) and x.dtype == np.float32
+    odd = Preprocessing(size=50)  # the square is rounded up to the FPN's stride
+    assert odd.side == 64 and odd.letterbox(np.zeros((10, 20), np.uint8))[0].shape == (64, 64)
 
 
 def test_checkpoint_predictor_any_size(ckpt):

@@ -28,7 +28,7 @@ def test_yaml_and_overrides_fill_the_config(tmp_path):
 
 @pytest.mark.parametrize("kwargs, words", [
     ({"bg_weights": {"white": -1.0, "room": 1.0}}, "bg_weights.white"),
-    ({"bg_weights": {"marble": 1.0}}, "valid options: white, solid, noise, room, scene"),
+    ({"bg_weights": {"marble": 1.0}}, "valid options: white, solid, noise, floor_wall, room, scene"),
     ({"blend_weights": {"none": 0.0}}, "at least one weight"),
     ({"scale_min": 0.8, "scale_max": 0.5}, "scale_min (0.8) is greater than scale_max (0.5)"),
     ({"scale_max": 1.5}, "scale_max"),

@@ -7,8 +7,8 @@ import torch
 
 from segsynth import io
 from segsynth.config import ConfigError, load_config
-from segsynth.pipeline.train import AugmentConfig, TrainConfig, copies, decode_samples, fit_square, is_validation
-from segsynth.train import Augmenter, lr_factor, seg_loss
+from segsynth.pipeline.train import AugmentConfig, TrainConfig, copies, decode_samples, is_validation
+from segsynth.train import Augmenter, lr_factor, random_letterbox, seg_loss
 
 
 def _batch(n=6, size=48):
@@ -47,11 +47,34 @@ def test_decode_samples_roles_and_corrupt_rows():
     assert train["image"].dtype == np.uint8
 
 
-def test_fit_square_crops_the_centre():
-    arr = np.zeros((40, 80), np.uint8)
-    arr[:, 20:60] = 255
-    out = fit_square(arr, 20)
-    assert out.shape == (20, 20) and out.min() == 255
+def test_decoding_letterboxes_like_the_predictor():
+    """Training meets a non-square photo as every predictor does: longer side to size, content
+    at the top-left, zero padding (not the centre crop of before)."""
+    img = np.full((40, 80, 3), 200, np.uint8)
+    mask = np.zeros((40, 80), np.uint8)
+    mask[:, 70:] = 255  # at the right edge: a centre crop would cut it away
+    batch = {"sample_id": np.array(["a#0"], dtype=object), "cutout_id": np.array(["a"], dtype=object),
+             "image": np.array([io.encode_png(img)], dtype=object), "mask": np.array([io.encode_png(mask)], dtype=object)}
+    out = decode_samples(batch, "train", 32, val_fraction=0.0)
+    assert out["image"].shape == (1, 32, 32, 3)
+    assert (out["image"][0, :16] == 200).all() and (out["image"][0, 16:] == 0).all()
+    assert out["mask"][0, :16, 30:].min() == 255 and out["mask"][0, 16:].max() == 0
+
+
+def test_random_letterbox_pads_anywhere_and_keeps_image_and_mask_aligned():
+    rng = np.random.default_rng(0)
+    img = rng.integers(1, 255, (64, 64, 3), dtype=np.uint8)
+    mask = img[:, :, 0].copy()
+    offsets = set()
+    for seed in range(20):
+        a, m = random_letterbox(img, mask, 2.0, np.random.default_rng(seed))
+        assert a.shape == img.shape and m.shape == mask.shape
+        assert (a[:, :, 0] == m).all()  # the same geometry for both
+        content = np.argwhere(a.max(axis=2) > 0)
+        offsets.add(tuple(content.min(axis=0)))
+        h, w = content.max(axis=0) - content.min(axis=0) + 1
+        assert max(h, w) == 64 and 32 <= min(h, w) <= 64
+    assert len(offsets) > 5  # the padding is placed anywhere, not only right/bottom
 
 
 def test_augmenter_is_deterministic_per_epoch_and_key():

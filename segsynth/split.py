@@ -1,0 +1,48 @@
+"""The one split key: which product (and which background photo) sits on which side.
+
+A product is on one side of the train/validation split whatever cutouts were made of it: the
+white-background cutout ``catalog/002.460.78`` and the teacher's ``catalog/002.460.78@teacher``
+(and the same photo brought in by another source, ``ikea/002.460.78``) share the product key
+``002.460.78``. Training holds out validation products, and synthesis keeps them out of the
+distractors and occluders of training samples, with the same function.
+
+Background photos are split the same way (:func:`in_share`): a share of the furnished room
+photos serves synthesis as scene backgrounds, the rest stays unseen (the pool active learning
+scores).
+
+Pure Python: imports neither numpy nor Ray.
+"""
+from __future__ import annotations
+
+from segsynth.rng import stable_hash
+
+_HASH_RANGE = float(2**64)
+
+__all__ = ["product_key", "is_validation", "in_share"]
+
+
+def product_key(cutout_id: str) -> str:
+    """``"<source>/<stem>[@<variant>]"`` -> ``"<stem>"``: the product a cutout id shows.
+
+    The source prefix is everything up to the last ``/``; the variant (``@teacher``, ``@white``)
+    everything from the first ``@`` of the remaining name.
+    """
+    name = str(cutout_id).rsplit("/", 1)[-1]
+    return name.split("@", 1)[0]
+
+
+def _unit(*keys: object) -> float:
+    return stable_hash(*keys) / _HASH_RANGE
+
+
+def is_validation(cutout_id: str, val_fraction: float) -> bool:
+    """Whether the product of ``cutout_id`` is held out for validation (``val_fraction`` of the
+    products); decided by the product key alone, so the split never changes with the seed, the
+    source name or the cutout variant."""
+    return _unit("val-split", product_key(cutout_id)) < val_fraction
+
+
+def in_share(key: str, share: float, salt: str = "share") -> bool:
+    """Whether ``key`` (e.g. a background id) falls in a stable ``share`` (0..1) of all keys;
+    the complement (``not in_share``) is the rest, disjoint and stable."""
+    return _unit(salt, str(key)) < share
