@@ -158,7 +158,9 @@ def main() -> int:
 
     lines = [HEADING, "",
              f"`segsynth demo --config configs/cpu/recipe.yaml`, then `python benchmarks/cpu_recipe.py --write"
-             + "".join(f" --also {a}" for a in args.also) + f"` ({time.strftime('%Y-%m-%d')}; 2 cores, no GPU, no model hub).",
+             + "".join(f" --also {a}" for a in args.also) + (f" --gallery {args.gallery}" if args.gallery else "")
+             + f"` ({time.strftime('%Y-%m-%d')}; 2 cores, no GPU, no model hub)."
+             + "".join(f" `{n}` is the checkpoint `{p}`, evaluated here on the same items." for n, p in extra.items()),
              "",
              "The recipe: cutouts of the whole shared IKEA catalog, synthesis at 320 px (`configs/cpu/synth.yaml`), "
              "FPN + `tu-tf_efficientnet_lite2` from the packaged ImageNet weights trained on it (`configs/cpu/train.yaml`), "
