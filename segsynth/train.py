@@ -1,7 +1,7 @@
 """The training loop, plain torch: data decoding and augmentation, loss, optimizer, one worker's
 epochs. Ray appears only in :func:`train_loop_per_worker` (dataset shard, checkpoint, report).
 
-Data flow: parquet rows -> :func:`segsynth.pipeline.train.decode_samples` (Ray Data tasks,
+Data flow: parquet rows -> ``decode_samples`` of the training stage (Ray Data tasks,
 torch-free: split by cutout, mixing copies, decode, fit to ``size``) ->
 ``iter_torch_batches(collate_fn=Augmenter)`` (per-sample
 augmentation drawn from ``rng_for(seed, "augment", epoch, key)``) -> :class:`Stepper`.
@@ -19,7 +19,7 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -30,9 +30,6 @@ from segsynth import io
 from segsynth.model import ModelSpec, build_model, save_model_folder, to_input, unwrap
 from segsynth.preprocess import Preprocessing, letterbox, unletterbox
 from segsynth.rng import rng_for, stable_hash
-
-if TYPE_CHECKING:
-    from segsynth.pipeline.train import AugmentConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +230,7 @@ class RealValidation:
     ``world``-th item; sums are all-reduced by the caller. Photos are decoded once, here."""
 
     def __init__(self, sources: Iterable, rank: int = 0, world: int = 1):
-        from segsynth.pipeline.train import real_val_items
+        from segsynth.validation import real_val_items
 
         self.sets: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         for source in sources:
@@ -463,7 +460,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from ray.data.collate_fn import NumpyBatchCollateFn
 
     from segsynth.config import dump_config
-    from segsynth.pipeline.train import SELECT_METRICS as SELECT_DIRECTION
+    from segsynth.validation import SELECT_METRICS as SELECT_DIRECTION
 
     cfg: TrainConfig = config["cfg"]
     n_steps: int = config["steps_per_epoch"]

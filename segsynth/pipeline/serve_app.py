@@ -46,7 +46,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from segsynth import io
 from segsynth.config import load_config
-from segsynth.pipeline.serve import ServeConfig
+from segsynth.pipeline.serve_config import ServeConfig
 from segsynth.uploads import CutoutOptions, UploadError, decode_upload, render_cutout
 
 log = logging.getLogger(__name__)

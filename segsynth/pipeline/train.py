@@ -23,7 +23,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -33,10 +33,10 @@ from segsynth import split
 from segsynth.config import ConfigError, save_config
 from segsynth.preprocess import NORMALIZATIONS, Preprocessing, letterbox
 from segsynth.rng import stable_hash
+from segsynth.validation import SELECT_METRICS, ValSource, real_val_items  # noqa: F401  (part of this stage's API)
 
 log = logging.getLogger(__name__)
 _HASH_RANGE = float(2**64)
-SELECT_METRICS = {"ssim_box": "max", "iou": "max", "mae": "min", "loss": "min"}  # metric -> better direction
 
 @dataclass(frozen=True)
 class DataSource:
@@ -46,24 +46,6 @@ class DataSource:
     path: str
     kind: Literal["synthetic", "labelled"] = "synthetic"
     weight: float = 1.0
-
-
-@dataclass(frozen=True)
-class ValSource:
-    """A real labelled folder (``images/`` + ``masks/``) evaluated during training. ``stems``
-    keeps numbered items in ranges (``"1-50"``); ``name`` labels its metrics (default: the
-    folder's name, plus the ranges)."""
-
-    path: str
-    stems: Optional[str] = None
-    name: Optional[str] = None
-
-    @property
-    def label(self) -> str:
-        if self.name:
-            return self.name
-        base = self.path.rstrip("/").split("/")[-1]
-        return f"{base}_{self.stems.replace(',', '_')}" if self.stems else base
 
 
 @dataclass(frozen=True)
@@ -355,19 +337,6 @@ def plan(cfg: TrainConfig) -> SplitCounts:
         n = len(real_val_items(v))
         rows.append({"path": v.path, "kind": "val_data", "stems": v.stems, "label": v.label, "val_rows": n})
     return SplitCounts(train, val, tuple(rows))
-
-
-def real_val_items(source: ValSource) -> list[dict]:
-    """The ``{stem, image, mask}`` paths of a ``val_data`` folder (a ConfigError names the fix)."""
-    if not io.exists(io.join(source.path, "images")) or not io.exists(io.join(source.path, "masks")):
-        raise ConfigError(f"val_data: {source.path} is not a labelled folder; it needs images/ and masks/")
-    try:
-        items = io.labelled_folder(source.path, source.stems)
-    except ValueError as e:
-        raise ConfigError(f"val_data {source.path}: {e}") from None
-    if not items:
-        raise ConfigError(f"val_data: {source.path} holds no image with a mask")
-    return items
 
 
 def _decoded_locally(cfg: TrainConfig, role: str) -> list[dict]:
