@@ -9,7 +9,8 @@ Accuracy comes from the recipe's own evaluation folders (``outputs/cpu/eval/*/sa
 written by ``segsynth eval``); ``--also NAME=CHECKPOINT`` evaluates more models on the same
 items here (e.g. the demo model). Latency: the recipe's ONNX export and DIS through their
 predictors, one image at a time, 2 threads, on the same photos in one run (ms per image and the
-ratio). Every sentence written to BENCHMARKS.md is built from this run's numbers.
+ratio). Every sentence written to BENCHMARKS.md is built by :func:`section` from this run's
+results (saved to ``--results``; ``--render JSON`` re-renders a saved run without measuring).
 """
 from __future__ import annotations
 
@@ -30,12 +31,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _sections import write_section  # noqa: E402
 
-from segsynth import io  # noqa: E402
-from segsynth import metrics as M  # noqa: E402
-
 log = logging.getLogger("cpu_recipe")
 HEADING = "## CPU recipe"
+OURS = "segsynth-cpu"  # the recipe's model in its evaluation config
 TARGETS = {"ecssd": 0.72, "pascal": 0.58}  # IoU on the pairs not used for selection (the issue's targets)
+INTERVAL = 0.95  # bootstrap interval level
+LATENCY_THREADS = 2
 
 
 def _eval_sets(out: Path) -> list[tuple[str, Path]]:
@@ -47,8 +48,10 @@ def _eval_sets(out: Path) -> list[tuple[str, Path]]:
 
 def _also(sets: list[tuple[str, Path]], extra: dict[str, str]) -> dict[str, list[dict]]:
     """Per set, rows of the extra models, evaluated on the same items as the recipe's run."""
+    from segsynth import io
     from segsynth.config import load_config
-    from segsynth.pipeline.evaluate import EvalConfig, run
+    from segsynth.evaluate.config import EvalConfig
+    from segsynth.evaluate.job import run
 
     rows: dict[str, list[dict]] = {}
     for name, folder in sets:
@@ -63,12 +66,14 @@ def _also(sets: list[tuple[str, Path]], extra: dict[str, str]) -> dict[str, list
     return rows
 
 
-def _latency(onnx: Path, dis: Path, images: list[np.ndarray], repeats: int = 1) -> dict[str, float]:
-    from segsynth.infer import load_predictor
+def _latency(onnx: Path, dis: Path, images: list[np.ndarray], threads: int, repeats: int = 1) -> dict:
+    """Median ms per image of each model (``NAME``) and its input side (``NAME_px``)."""
+    from segsynth.predict import load_predictor
 
     out = {}
-    for name, path, kind in (("segsynth-cpu", onnx, None), ("dis", dis, "onnx-isnet")):
-        pred = load_predictor(str(path), kind, threads=2)
+    for name, path, kind in ((OURS, onnx, None), ("dis", dis, "onnx-isnet")):
+        pred = load_predictor(str(path), kind, threads=threads)
+        out[f"{name}_px"] = _size(pred)
         pred.predict_one(images[0])  # warm-up: session start, first allocation
         times = []
         for _ in range(repeats):
@@ -86,7 +91,8 @@ def gallery(onnx: Path, scenes: Path, share: float, out: Path, n: int = 6, tile:
     photos' ids."""
     import cv2
 
-    from segsynth.infer import load_predictor
+    from segsynth import io
+    from segsynth.predict import load_predictor
     from segsynth.synth import load_backgrounds, split_scenes
 
     photos, _ = load_backgrounds([str(scenes)])
@@ -114,6 +120,140 @@ def _fmt(v: float) -> str:
     return f"{v:.3f}"
 
 
+def _size(pred) -> int | None:
+    """The square input side of a predictor (padded models: ``size``; salient ONNX models: ``pre``)."""
+    return getattr(pred, "size", None) or getattr(pred, "pre", {}).get("size")
+
+
+def collect(args) -> dict:
+    """Everything the section says, from the recipe's saved outputs and this run's measurements."""
+    import yaml
+
+    from segsynth import io
+    from segsynth import metrics as M
+    from segsynth.config import load_config
+    from segsynth.evaluate.config import EvalConfig
+    from segsynth.evaluate.score import eval_items
+
+    load_start = os.getloadavg()[0]
+    out = Path(args.out)
+    sets = _eval_sets(out)
+    extra = dict(a.split("=", 1) for a in args.also)
+    extra_rows = _also(sets, extra) if extra else {}
+
+    table, held = [], []
+    for name, folder in sets:
+        ecfg = load_config(EvalConfig, str(folder / "config.yaml"))
+        held.append({"set": name, "data": os.path.basename(str(ecfg.data).rstrip("/")), "stems": ecfg.stems})
+        rows = io.read_parquet(str(folder / "samples.parquet")).to_pylist() + extra_rows.get(name, [])
+        for r in M.summarize([{k: v for k, v in r.items() if k != "f_curve" or v is not None} for r in rows
+                              if r.get("error") in (None, "")], by=("model",), level=INTERVAL):
+            table.append({"set": name, **{k: r[k] for k in ("model", "n", "ssim_box", "ssim_box_lo", "ssim_box_hi", "iou",
+                                                            "iou_lo", "iou_hi", "mae")},
+                          "max_f": r.get("max_f_dataset", r.get("max_f", float("nan")))})
+
+    train = json.loads((out / "train" / "summary.json").read_text())
+    train_cfg = yaml.safe_load((out / "train" / "config.yaml").read_text()) or {}
+    synth_cfg = yaml.safe_load((out / "synth" / "config.yaml").read_text()) or {}
+    cutouts = json.loads((out / "cutouts" / "summary.json").read_text())
+    metrics_rows = list(csv.DictReader((out / "train" / "metrics.csv").open()))
+    best = [r for r in metrics_rows if r.get("best") == "True"]
+    samples_s = [float(r["samples_per_s"]) for r in metrics_rows if r.get("samples_per_s")]
+    val = (train_cfg.get("val_data") or [{}])[0]
+    val_key = f"val_{val.get('name')}"
+    best_val = ({m: float(best[-1][f"{val_key}_{m}"]) for m in ("ssim_box", "iou") if best[-1].get(f"{val_key}_{m}")}
+                if best else {})
+
+    ecfg = load_config(EvalConfig, str(sets[0][1] / "config.yaml"))
+    photos = [io.read_image(it["image"]) for it in eval_items(ecfg.data, None, ecfg.stems)[:args.latency_images]]
+    latency = _latency(out / "model.onnx", Path(args.dis), photos, threads=LATENCY_THREADS)
+    latency.update({"images": len(photos), "set": sets[0][0], "threads": LATENCY_THREADS})
+
+    import torch
+
+    return {"argv": " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
+            "load_avg": [round(load_start, 1), round(os.getloadavg()[0], 1)],
+            "gpu": torch.cuda.is_available(), "also": extra, "targets": TARGETS, "interval": INTERVAL,
+            "recipe": {"cutouts": cutouts.get("written"), "synth_size": synth_cfg.get("size"),
+                       "synth_samples": json.loads((out / "synth" / "summary.json").read_text()).get("samples_written"),
+                       "encoder": train_cfg.get("encoder_name"), "encoder_weights": train_cfg.get("encoder_weights"),
+                       "size": train_cfg.get("size"), "batch_size": train_cfg.get("batch_size"),
+                       "val_every_steps": train_cfg.get("val_every_steps"),
+                       "selection": {"data": os.path.basename(str(val.get("path", ""))), "stems": val.get("stems")}},
+            "held_out": held, "table": table,
+            "train": {"steps": train.get("steps"), "fit_wall_s": train.get("fit_wall_s"),
+                      "samples_per_s": float(np.mean(samples_s)) if samples_s else None,
+                      "best_step": train.get("best_step"), "select_on": train.get("select_on"),
+                      "selected_on": train.get("selected_on"), "normalization": train.get("normalization"),
+                      "best_val": best_val},
+            "latency": latency}
+
+
+def section(r: dict) -> str:
+    """The "## CPU recipe" section of BENCHMARKS.md from one run's results (nothing else)."""
+    rc, tr, lat = r["recipe"], r["train"], r["latency"]
+    sel = rc["selection"]
+    command = " ".join(["python benchmarks/cpu_recipe.py", r["argv"]]).strip()
+    lines = [HEADING, "",
+             f"`segsynth demo --config configs/cpu/recipe.yaml`, then `{command}` ({r['date']}; {r['cores']} cores"
+             + (f", one-minute load average {r['load_avg'][0]} at the start and {r['load_avg'][1]} at the end"
+                if r.get("load_avg") else "")
+             + f", {'a GPU' if r['gpu'] else 'no GPU'}, no model hub)."
+             + "".join(f" `{n}` is the checkpoint `{p}`, evaluated here on the same items." for n, p in r["also"].items()),
+             "",
+             f"The recipe: {rc['cutouts']} cutouts (`configs/cpu/cutouts.yaml`), {rc['synth_samples']} samples "
+             f"synthesized at {rc['synth_size']} px (`configs/cpu/synth.yaml`), FPN + `{rc['encoder']}` from the packaged "
+             f"`{rc['encoder_weights']}` weights trained on them at {rc['size']} px (`configs/cpu/train.yaml`), `best/` "
+             f"selected on {sel['data']} {sel['stems']}; reported below on the pairs not used for selection: "
+             + ", ".join(f"{h['data']} {h['stems']}" if h["stems"] else
+                         f"{h['data']} (all {max(t['n'] for t in r['table'] if t['set'] == h['set'])} pairs)"
+                         for h in r["held_out"])
+             + f". Means with {r['interval']:.0%} bootstrap intervals.",
+             "",
+             "| set | model | n | SSIM (box) | IoU | MAE | max F |",
+             "|---|---|---|---|---|---|---|"]
+    by_set: dict[str, dict[str, dict]] = {}
+    for t in r["table"]:
+        by_set.setdefault(t["set"], {})[t["model"]] = t
+        lines.append(f"| {t['set']} | {t['model']} | {t['n']} | {_fmt(t['ssim_box'])} [{_fmt(t['ssim_box_lo'])}, "
+                     f"{_fmt(t['ssim_box_hi'])}] | {_fmt(t['iou'])} [{_fmt(t['iou_lo'])}, {_fmt(t['iou_hi'])}] | "
+                     f"{_fmt(t['mae'])} | {_fmt(t['max_f'])} |")
+    lines.append("")
+    for name, models in by_set.items():
+        ours = models.get(OURS)
+        if ours is None:
+            continue
+        target = next((t for key, t in r["targets"].items() if key in name), None)
+        dis = models.get("dis")
+        verdict = "no target for this set" if target is None else (
+            f"target IoU >= {target}: **met**" if ours["iou"] >= target
+            else f"target IoU >= {target}: **missed** by {target - ours['iou']:.3f}")
+        vs = "" if dis is None else (f"; DIS {_fmt(dis['iou'])} IoU, SSIM (box) {_fmt(dis['ssim_box'])} against ours "
+                                     f"{_fmt(ours['ssim_box'])}")
+        lines.append(f"- {name}: IoU {_fmt(ours['iou'])} ({verdict}){vs}.")
+    bv = tr["best_val"]
+    lines += ["",
+              f"Training: {tr['steps']} steps of batch {rc['batch_size']} in {tr['fit_wall_s'] / 60:.1f} min of "
+              f"`trainer.fit()` wall time (workers' start, data, steps, validation every {rc['val_every_steps']} steps "
+              "and checkpoints)"
+              + (f", {tr['samples_per_s']:.2f} samples/s during the steps" if tr["samples_per_s"] else "")
+              + f"; `best/` is step {tr['best_step']} (by {tr['select_on']} on {tr['selected_on']}, normalisation "
+              f"`{tr['normalization']}`)"
+              + (f", its {sel['data']} {sel['stems']} SSIM (box) {bv['ssim_box']:.3f}, IoU {bv['iou']:.3f}"
+                 if "ssim_box" in bv and "iou" in bv else "") + ".",
+              "",
+              f"CPU latency per image (median of {lat['images']} {lat['set']} photos, one at a time, {lat['threads']} "
+              f"ONNX Runtime threads, resize + network + resize back): ours at {lat[OURS + '_px']} px "
+              f"{lat[OURS]:.0f} ms, DIS at {lat['dis_px']} px {lat['dis']:.0f} ms: ours "
+              + (f"{lat['dis'] / lat[OURS]:.1f}x faster." if lat[OURS] < lat["dis"]
+                 else f"{lat[OURS] / lat['dis']:.1f}x slower.")]
+    if not r["gpu"]:  # the recipe at full size with AMP needs a GPU run of its own
+        lines += ["", "GPU (the recipe with AMP at full size): not measured, this run had no GPU "
+                      "(on one: `segsynth train --config configs/cpu/train.yaml use_gpu=true amp=bf16 size=512 "
+                      "time_budget_min=null`)."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(REPO / "outputs" / "cpu"), help="the recipe's output folder")
@@ -121,105 +261,33 @@ def main() -> int:
     ap.add_argument("--also", action="append", default=[], metavar="NAME=CHECKPOINT",
                     help="evaluate another checkpoint on the same items (e.g. demo=outputs/demo/train/best)")
     ap.add_argument("--latency-images", type=int, default=20)
+    ap.add_argument("--results", default=str(REPO / "outputs" / "bench" / "cpu_recipe" / "results.json"),
+                    help="where this run's results JSON goes")
+    ap.add_argument("--render", default=None, metavar="JSON",
+                    help="measure nothing: render the section from a results JSON an earlier run saved")
     ap.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
     ap.add_argument("--gallery", default=None, metavar="JPG", help="also write a gallery of cutouts on unseen room photos")
     ap.add_argument("--scenes", default=str(REPO.parent / "shared" / "data" / "scenes" / "ikea_rooms" / "images"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out = Path(args.out)
-    sets = _eval_sets(out)
-    extra = dict(a.split("=", 1) for a in args.also)
-    extra_rows = _also(sets, extra) if extra else {}
-
-    table, by_set = [], {}
-    for name, folder in sets:
-        rows = io.read_parquet(str(folder / "samples.parquet")).to_pylist() + extra_rows.get(name, [])
-        for r in M.summarize([{k: v for k, v in r.items() if k != "f_curve" or v is not None} for r in rows
-                              if r.get("error") in (None, "")], by=("model",)):
-            r["set"] = name
-            table.append(r)
-            by_set.setdefault(name, {})[r["model"]] = r
-        log.info("%s: %s", name, {m: round(r["iou"], 3) for m, r in by_set[name].items()})
-
-    train = json.loads((out / "train" / "summary.json").read_text())
-    metrics_rows = list(csv.DictReader((out / "train" / "metrics.csv").open()))
-    best = [r for r in metrics_rows if r.get("best") == "True"]
-    samples_s = [float(r["samples_per_s"]) for r in metrics_rows if r.get("samples_per_s")]
-    train_cfg = (out / "train" / "config.yaml").read_text()
-
-    first_set = sets[0][1]
-    from segsynth.config import load_config
-    from segsynth.pipeline.evaluate import EvalConfig, eval_items
-
-    ecfg = load_config(EvalConfig, str(first_set / "config.yaml"))
-    photos = [io.read_image(it["image"]) for it in eval_items(ecfg.data, None, ecfg.stems)[:args.latency_images]]
-    onnx = out / "model.onnx"
-    lat = _latency(onnx, Path(args.dis), photos)
-
-    lines = [HEADING, "",
-             f"`segsynth demo --config configs/cpu/recipe.yaml`, then `python benchmarks/cpu_recipe.py --write"
-             + "".join(f" --also {a}" for a in args.also) + (f" --gallery {args.gallery}" if args.gallery else "")
-             + f"` ({time.strftime('%Y-%m-%d')}; 2 cores, no GPU, no model hub)."
-             + "".join(f" `{n}` is the checkpoint `{p}`, evaluated here on the same items." for n, p in extra.items()),
-             "",
-             "The recipe: cutouts of the whole shared IKEA catalog, synthesis at 320 px (`configs/cpu/synth.yaml`), "
-             "FPN + `tu-tf_efficientnet_lite2` from the packaged ImageNet weights trained on it (`configs/cpu/train.yaml`), "
-             "`best/` selected on ECSSD dev 0001-0050; reported below on the pairs not used for selection: "
-             "ECSSD dev 0051-0100 and PASCAL-S dev 1-100. Means with 95% bootstrap intervals.",
-             "",
-             "| set | model | n | SSIM (box) | IoU | MAE | max F |",
-             "|---|---|---|---|---|---|---|"]
-    for r in table:
-        lines.append(f"| {r['set']} | {r['model']} | {r['n']} | {_fmt(r['ssim_box'])} [{_fmt(r['ssim_box_lo'])}, {_fmt(r['ssim_box_hi'])}] "
-                     f"| {_fmt(r['iou'])} [{_fmt(r['iou_lo'])}, {_fmt(r['iou_hi'])}] | {_fmt(r['mae'])} "
-                     f"| {_fmt(r.get('max_f_dataset', r.get('max_f', float('nan'))))} |")
-    lines.append("")
-    for name, models in by_set.items():
-        ours = models.get("segsynth-cpu")
-        if ours is None:
-            continue
-        target = next((t for key, t in TARGETS.items() if key in name), None)
-        dis = models.get("dis")
-        verdict = "" if target is None else (f"target IoU >= {target}: **met**" if ours["iou"] >= target
-                                            else f"target IoU >= {target}: **missed** by {target - ours['iou']:.3f}")
-        vs = "" if dis is None else (f"; DIS {_fmt(dis['iou'])} IoU, SSIM (box) {_fmt(dis['ssim_box'])} against ours "
-                                     f"{_fmt(ours['ssim_box'])}")
-        lines.append(f"- {name}: IoU {_fmt(ours['iou'])} ({verdict}){vs}.")
-    lines += ["",
-              f"Training: {train.get('steps')} steps of batch 8 in {train.get('fit_wall_s', float('nan')) / 60:.1f} min of "
-              f"`trainer.fit()` wall time (workers' start, data, steps, validation every "
-              f"{_yaml_value(train_cfg, 'val_every_steps')} steps and checkpoints), "
-              f"{np.mean(samples_s) if samples_s else float('nan'):.2f} samples/s during the steps; `best/` is step "
-              f"{train.get('best_step')} (by {train.get('select_on')} on {train.get('selected_on')}, "
-              f"normalisation `{train.get('normalization')}`)"
-              + (f", its ECSSD 0001-0050 SSIM (box) {float(best[-1].get('val_ecssd_1-50_ssim_box') or 'nan'):.3f}, "
-                 f"IoU {float(best[-1].get('val_ecssd_1-50_iou') or 'nan'):.3f}" if best else "") + ".",
-              "",
-              f"CPU latency per image (median of {len(photos)} ECSSD photos, one at a time, 2 ONNX Runtime threads, "
-              f"letterbox + network + resize back): ours at 320 px {lat['segsynth-cpu']:.0f} ms, DIS at 1024 px "
-              f"{lat['dis']:.0f} ms: {lat['dis'] / lat['segsynth-cpu']:.1f}x faster."]
-    import torch
-
-    if not torch.cuda.is_available():  # the recipe at 512 px with AMP needs a GPU run of its own
-        lines += ["", "GPU (the recipe at 512 px with AMP): not measured, this run had no GPU "
-                      "(on one: `segsynth train --config configs/cpu/train.yaml use_gpu=true amp=bf16 size=512 time_budget_min=null`)."]
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+    else:
+        results = collect(args)
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(results, indent=2))
     if args.gallery:
         import yaml
 
+        out = Path(args.out)
         share = float((yaml.safe_load((out / "synth" / "config.yaml").read_text()) or {}).get("scene_share", 1.0))
-        ids = gallery(onnx, Path(args.scenes), share, Path(args.gallery))
+        ids = gallery(out / "model.onnx", Path(args.scenes), share, Path(args.gallery))
         log.info("gallery %s: %s", args.gallery, ids)
-    text = "\n".join(lines) + "\n"
+    text = section(results)
     sys.stdout.write(text)
     if args.write:
         write_section(REPO / "BENCHMARKS.md", HEADING, text)
     return 0
-
-
-def _yaml_value(text: str, key: str) -> str:
-    import yaml
-
-    return str((yaml.safe_load(text) or {}).get(key))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,7 @@
-"""Evaluation as a Ray job: ``ray job submit --working-dir . -- python jobs/evaluate.py --config configs/eval.yaml out=s3://bucket/eval``.
-
-Inside a submitted job RAY_ADDRESS is set, so the job joins the cluster it was submitted to;
-each model gets its own actor pool (``workers`` actors, ``gpus_per_worker`` GPUs each).
-"""
-import sys
-
-from segsynth.cli import main
+"""The old name of ``jobs/eval.py`` (``segsynth eval``), kept so existing ``ray job submit``
+scripts keep working; new scripts use ``jobs/eval.py``."""
+import runpy
+from pathlib import Path
 
 if __name__ == "__main__":
-    sys.exit(main(["eval", *sys.argv[1:]]))
+    runpy.run_path(str(Path(__file__).with_name("eval.py")), run_name="__main__")

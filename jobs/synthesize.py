@@ -1,10 +1,7 @@
-"""Synthesis as a Ray job: ``ray job submit --working-dir . -- python jobs/synthesize.py --config configs/synth.yaml out=s3://bucket/synth``.
-
-Inside a submitted job RAY_ADDRESS is set, so the job joins the cluster it was submitted to.
-"""
-import sys
-
-from segsynth.cli import main
+"""The old name of ``jobs/synth.py`` (``segsynth synth``), kept so existing ``ray job submit``
+scripts keep working; new scripts use ``jobs/synth.py``."""
+import runpy
+from pathlib import Path
 
 if __name__ == "__main__":
-    sys.exit(main(["synth", *sys.argv[1:]]))
+    runpy.run_path(str(Path(__file__).with_name("synth.py")), run_name="__main__")

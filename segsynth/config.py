@@ -2,8 +2,10 @@
 
 A config file is plain YAML whose keys are the dataclass fields (nested dataclasses are nested
 mappings). Overrides on the command line use dotted keys (``shadow.opacity=0.3``); their values
-are parsed as YAML scalars (``true``, ``3``, ``[a, b]``). An unknown key or a value of the wrong
-type is a :class:`ConfigError` that names the key and lists the valid ones.
+are parsed as YAML (``true``, ``3``, ``[a, b]``) and taken whole: ``#`` starts no comment there
+(``name=run #2`` is the string ``run #2``). An unknown key, a value of the wrong type or a YAML
+syntax error is a :class:`ConfigError` that names the key (or the file and line) and the fix; a
+date or number where a string (a path, a name) belongs gets a hint to quote it.
 
     cfg = load_config(SynthConfig, "configs/demo/synth.yaml", ["size=512", "seed=3"])
     save_config(cfg, out_dir)            # writes OUT/config.yaml, the resolved config
@@ -11,6 +13,7 @@ type is a :class:`ConfigError` that names the key and lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import types
 import typing
 from pathlib import Path
@@ -90,11 +93,49 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string (a path or a name), got {_yaml_reading(value)}")
         return value
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     return value
+
+
+def _yaml_reading(value: Any) -> str:
+    """How YAML read an unquoted value, with the hint to quote it when that was not meant."""
+    kind = {datetime.date: "a date", datetime.datetime: "a date and time", bool: "true/false", int: "a number",
+            float: "a number"}.get(type(value))
+    if kind is None:
+        return repr(value)
+    text = value.isoformat() if isinstance(value, datetime.date) else str(value).lower()
+    return f"{text}, which YAML reads as {kind}; quote it to keep it a string: '\"{text}\"'"
+
+
+def parse_value(raw: str, key: str) -> Any:
+    """An override's value: YAML (``3``, ``true``, ``[a, b]``, ``null``), taken whole.
+
+    On the command line ``#`` starts no comment: a plain value holding one is that string. A
+    YAML syntax error is a :class:`ConfigError` naming the key.
+    """
+    if raw == "":
+        return ""
+    flow = raw.lstrip()[:1] in ("[", "{", "'", '"')
+    if "#" in raw and not flow:
+        return raw  # YAML would cut " #..." as a comment and write the rest elsewhere
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{key}={raw}: not valid YAML ({_yaml_problem(e)}); quote the value, e.g. {key}='\"{raw}\"'") from None
+    if "#" in raw:  # anything after YAML's last token is a comment it dropped
+        end = max((tok.end_mark.index for tok in yaml.scan(raw) if not isinstance(tok, yaml.StreamEndToken)), default=0)
+        if raw[end:].strip():
+            raise ConfigError(f"{key}={raw}: YAML reads {raw[end:].strip()!r} as a comment; quote the item holding '#'")
+    return value
+
+
+def _yaml_problem(e: Exception) -> str:
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def _build(cls: type[T], data: dict, prefix: str = "") -> T:
@@ -139,7 +180,7 @@ def _set_dotted(data: dict, cls: type, dotted: str, raw: str) -> None:
             valid = ", ".join(fields) if fields else "(none: not a section)"
             raise ConfigError(f"unknown config key {dotted!r} for {cls.__name__}; valid keys here: {valid}")
         if i == len(parts) - 1:
-            node[part] = yaml.safe_load(raw) if raw != "" else ""
+            node[part] = parse_value(raw, dotted)
             return
         sub_cls = get_type_hints(node_cls)[part]
         if not dataclasses.is_dataclass(sub_cls):
@@ -165,7 +206,13 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file, e.g. configs/demo/synth.yaml")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path}: not valid YAML ({_yaml_problem(e)}); fix the syntax there") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path} cannot be read ({getattr(e, 'strerror', None) or e}); "
+                              "check its permissions and that it is a YAML text file") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
         data = loaded

@@ -21,8 +21,8 @@ from segsynth.config import ConfigError, load_config
 log = logging.getLogger(__name__)
 
 STEPS = ("cutouts", "synth", "train", "eval", "serve", "export")
-# steps that are not `segsynth <stage>` config stages: step -> (module, config class)
-EXTRA_STEPS = {"export": ("segsynth.export", "ExportConfig")}
+# steps that are not `segsynth <stage>` config stages: step -> (config module, config class, job module)
+EXTRA_STEPS = {"export": ("segsynth.train.export", "ExportConfig", "segsynth.train.export")}
 
 
 def split_step(step: str) -> tuple[str, str]:
@@ -52,16 +52,20 @@ def run(cfg: DemoConfig, address: str | None = None) -> dict:
                if not io.exists(io.join(cfg.configs, f"{split_step(s)[1]}.yaml"))]
     if missing:  # before anything runs: a chain must not stop after an hour for a typo
         raise ConfigError(f"steps: the config {missing[0]} does not exist; add it or remove its step")
-    for step in cfg.steps:
+    from segsynth import console
+
+    for number, step in enumerate(cfg.steps, 1):
         stage, name = split_step(step)
-        module_name, cls_name = EXTRA_STEPS[stage] if stage in EXTRA_STEPS else STAGES[stage][:2]
-        module = importlib.import_module(module_name)
+        config_module, cls_name, job_module = EXTRA_STEPS[stage] if stage in EXTRA_STEPS else STAGES[stage][:3]
         path = io.join(cfg.configs, f"{name}.yaml")
-        stage_cfg = load_config(getattr(module, cls_name), path, cfg.overrides.get(step, []))
-        log.info("demo: step %s (%s)", step, path)
+        stage_cfg = load_config(getattr(importlib.import_module(config_module), cls_name), path, cfg.overrides.get(step, []))
+        module = importlib.import_module(job_module)
+        label = f"demo {number}/{len(cfg.steps)} {step}"
+        log.info("%s (%s) ...", label, path)
         started = time.time()
-        results[step] = module.run(stage_cfg, address=address)
-        log.info("demo: step %s done in %.0f s -> %s", step, time.time() - started, getattr(stage_cfg, "out", ""))
+        with console.stage_logs(stage, getattr(stage_cfg, "out", None)):
+            results[step] = module.run(stage_cfg, address=address)
+        console.result(stage, results[step], label=f"{label} ({time.time() - started:.0f} s)")
     return {"steps": {s: _headline(s, r) for s, r in results.items()}}
 
 

@@ -25,6 +25,12 @@ class ImageDecodeError(ValueError):
     """Bytes that are not a readable image; the message names where they came from."""
 
 
+class InputError(ValueError):
+    """A path the user gave that cannot be used (missing, unreadable, unwritable, not a URI we
+    can open); the message names the config key or argument and the fix. ``segsynth`` prints
+    it as one line and exits with status 2."""
+
+
 # ---------------------------------------------------------------- paths and URIs
 def is_uri(path: str | Path) -> bool:
     return "://" in str(path)
@@ -34,7 +40,11 @@ def resolve(path: str | Path) -> tuple[pafs.FileSystem, str]:
     """A filesystem and the path on it, for a local path or a ``scheme://`` URI."""
     path = str(path)
     if is_uri(path) and not path.startswith("file://"):
-        return pafs.FileSystem.from_uri(path)
+        try:
+            return pafs.FileSystem.from_uri(path)
+        except (pa.ArrowException, ValueError, OSError) as e:
+            raise InputError(f"{path} is not a URI segsynth can open ({str(e).splitlines()[0]}); use a local path "
+                             "or an object-store URI such as s3://bucket/key or gs://bucket/key") from None
     if path.startswith("file://"):
         path = path[len("file://"):]
     return pafs.LocalFileSystem(), str(Path(path).expanduser().absolute())
@@ -86,7 +96,11 @@ def list_files(folder: str | Path, exts: Iterable[str] | None = None, recursive:
     sel = pafs.FileSelector(p, recursive=recursive)
     exts = tuple(e.lower() for e in exts) if exts else None
     out = []
-    for fi in fs.get_file_info(sel):
+    try:
+        infos = fs.get_file_info(sel)
+    except PermissionError as e:
+        raise InputError(f"{folder} cannot be read ({e.strerror or e}); give the folder read permission or use another") from None
+    for fi in infos:
         if fi.type != pafs.FileType.File or fi.base_name.startswith("."):
             continue
         if exts and not fi.base_name.lower().endswith(exts):
@@ -94,6 +108,62 @@ def list_files(folder: str | Path, exts: Iterable[str] | None = None, recursive:
         rel = posixpath.relpath(fi.path, p)
         out.append(join(folder, rel) if is_uri(folder) else str(Path(p, rel)))
     return sorted(out)
+
+
+def require_input(path: str | Path | None, key: str, kind: str = "any") -> None:
+    """Check that ``path`` (the value of config key or argument ``key``) exists and can be read:
+    ``kind`` is ``file``, ``folder`` or ``any``. Raises :class:`InputError` naming ``key``."""
+    if path is None or str(path) == "":
+        raise InputError(f"{key} is empty; set it to a {kind if kind != 'any' else 'file or folder'}")
+    fs, p = resolve(path)
+    try:
+        info = fs.get_file_info(p)
+    except PermissionError as e:
+        raise InputError(f"{key}: {path} cannot be read ({e.strerror or e}); check its permissions") from None
+    except OSError as e:
+        raise InputError(f"{key}: {path} cannot be reached ({str(e).splitlines()[0]}); check the URI and credentials") from None
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"{key}: {path} does not exist; fix the path (relative paths start at {Path.cwd()})")
+    if kind == "folder" and info.type != pafs.FileType.Directory:
+        raise InputError(f"{key}: {path} is a file, not a folder; give the folder that holds the files")
+    if kind == "file" and info.type != pafs.FileType.File:
+        raise InputError(f"{key}: {path} is a folder, not a file; give the file itself")
+    if isinstance(fs, pafs.LocalFileSystem):
+        import os
+
+        if not os.access(p, os.R_OK | (os.X_OK if info.type == pafs.FileType.Directory else 0)):
+            raise InputError(f"{key}: {path} cannot be read (permission denied); give it read permission or use another")
+
+
+def require_output(folder: str | Path, key: str = "out") -> None:
+    """Create ``folder`` (the value of ``key``) and check a file can be written in it; raises
+    :class:`InputError` naming ``key`` before a stage does any work."""
+    fs, p = resolve(folder)
+    try:
+        fs.create_dir(p, recursive=True)
+        if isinstance(fs, pafs.LocalFileSystem):
+            import tempfile
+
+            with tempfile.NamedTemporaryFile(dir=p, prefix=".write-check-"):
+                pass
+    except (PermissionError, FileExistsError, NotADirectoryError, OSError) as e:
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        raise InputError(f"{key}: cannot write to {folder} ({reason}); choose a folder you can write, "
+                         f"e.g. {key}=outputs/<name>") from None
+
+
+def require_port(host: str, port: int, key: str = "port") -> None:
+    """Raise :class:`InputError` naming ``key`` when ``host:port`` cannot be bound (another
+    server holds it), before a server starts."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise InputError(f"{key}: {host}:{port} cannot be used ({e.strerror or e}); pass another, e.g. "
+                             f"{key}={port + 1}, or stop the server that holds it") from None
 
 
 def stem(path: str | Path) -> str:
@@ -203,14 +273,6 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
     if not ok:
         raise ValueError(f"could not encode JPEG of shape {rgb.shape}")
     return buf.tobytes()
-
-
-def encode_image(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 92) -> bytes:
-    if fmt in ("jpeg", "jpg"):
-        return encode_jpeg(rgb, quality)
-    if fmt == "png":
-        return encode_png(rgb)
-    raise ValueError(f"unknown image format {fmt!r}; use 'jpeg' or 'png'")
 
 
 def read_image(path: str | Path) -> np.ndarray:

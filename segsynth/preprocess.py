@@ -141,13 +141,6 @@ class Preprocessing:
                    std=tuple(block["std"]) if "std" in block else None)
 
 
-def check_normalization(name: str) -> str:
-    """``name`` if it is a known normalization, else a ValueError listing the valid ones."""
-    if name not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalization {name!r}; valid: {', '.join(NORMALIZATIONS)}")
-    return name
-
-
 def unletterbox(prob: np.ndarray, box: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
     """The content box of a ``(side, side)`` model output, resized (linear) to ``shape = (H, W)``:
     ``(H, W) float32`` in 0..1."""

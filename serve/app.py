@@ -1,4 +1,4 @@
-"""Entry point for Ray Serve's own tools; the implementation is segsynth.pipeline.serve_app.
+"""Entry point for Ray Serve's own tools; the implementation is segsynth.serve.job.
 
     serve run serve.app:build model=outputs/demo/train/best            # one replica, 127.0.0.1:8000
     serve run serve/config.yaml                                        # autoscaling, fractional GPUs
@@ -9,4 +9,4 @@
 Serve's own options here (``serve run --host/--port`` or ``http_options`` in the YAML);
 ``segsynth serve`` sets them from the config instead.
 """
-from segsynth.pipeline.serve_app import BackgroundRemoval, app_builder as build, build_app  # noqa: F401
+from segsynth.serve.job import BackgroundRemoval, app_builder as build, build_app  # noqa: F401

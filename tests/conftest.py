@@ -51,7 +51,7 @@ def dis_model() -> Path:
 @pytest.fixture(scope="session")
 def ray_local():
     """One embedded local Ray for the whole test session (4 logical CPUs on 2 cores)."""
-    from segsynth.pipeline.ray_env import init_ray
+    from segsynth.ray_env import init_ray
 
     ray = init_ray(num_cpus=4)
     yield ray
@@ -73,3 +73,10 @@ def _ellipse_rgba(h: int, w: int, color) -> "np.ndarray":
 def ellipse_rgba():
     """The factory ``ellipse_rgba(h, w, color) -> (h, w, 4) uint8`` of test cutouts."""
     return _ellipse_rgba
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the local Ray is a `ray` test, marked or not (`make test-fast` skips them)."""
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)

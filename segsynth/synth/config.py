@@ -8,8 +8,10 @@ weights need not sum to 1 (they are normalised), a weight of 0 turns that option
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Literal, Optional
 
 from segsynth.config import ConfigError
+from segsynth.rooms.config import RoomsConfig
 
 BG_KINDS = ("white", "solid", "noise", "floor_wall", "room", "scene")
 LIBRARY_KINDS = ("room", "scene")  # the kinds that need room photos from a background library
@@ -150,3 +152,68 @@ class CompositeConfig:
             if hi in names and getattr(self, lo) > getattr(self, hi):
                 raise ConfigError(f"{lo} ({getattr(self, lo)}) is greater than {hi} ({getattr(self, hi)}); "
                                   f"set {lo} <= {hi}")
+
+
+# Keys of the config that change the samples: a re-run into the same ``out`` must match them.
+SAMPLE_KEYS = ("cutouts", "backgrounds", "scene_backgrounds", "scene_share", "seed", "size", "samples_per_cutout",
+               "shard_size", "categories", "limit_cutouts", "image_format", "jpeg_quality", "distractor_cutouts",
+               "val_fraction", "composite", "rooms_per_shard", "rooms")
+
+
+# ``rooms.*`` keys that only place or size the diffusion actors (or belong to `segsynth rooms`)
+ROOMS_RESOURCE_KEYS = ("out", "count", "workers", "num_gpus", "num_cpus", "device", "write_jpegs")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    cutouts: str = "outputs/demo/cutouts"        # cutout folder (with manifest.parquet) or the manifest file
+    backgrounds: list[str] = field(default_factory=list)  # folders of empty-room photos or background libraries
+    # Furnished room photos (folders or libraries) for the "scene" kind: their furniture is
+    # background, like the distractors pasted over them. Empty: scenes are `backgrounds` rooms
+    # furnished with distractors only.
+    scene_backgrounds: list[str] = field(default_factory=list)
+    # Only the photos with segsynth.split.in_share(bg_id, scene_share, salt="scenes") are used;
+    # the rest, `not in_share(...)` (segsynth.synth.split_scenes), stay unseen for active learning.
+    scene_share: float = 1.0
+    # Must equal the training config's val_fraction: the products of
+    # segsynth.split.is_validation(cutout_id, val_fraction) are held out, so they are not used as
+    # distractors or occluders in samples whose own product is a training product (a validation
+    # product's own samples may use any). Each sample lists them in `distractor_ids`.
+    val_fraction: float = 0.1
+    out: str = "outputs/demo/synth"
+    seed: int = 0
+    size: int = 512                               # output side in px (square)
+    samples_per_cutout: int = 8
+    workers: int = 2                              # compositing actors
+    cpus_per_worker: float = 1.0
+    shard_size: int = 64                          # samples per parquet shard (and per task)
+    categories: Optional[list[str]] = None        # main products' categories; None: all
+    distractor_cutouts: Optional[str] = None      # where distractors come from; None: the same manifest
+    limit_cutouts: Optional[int] = None
+    image_format: Literal["jpeg", "png"] = "jpeg"
+    jpeg_quality: int = 92
+    write_folders: bool = False                   # also OUT/images/*.jpg and OUT/masks/*.png
+    contact_sheet: int = 24                       # samples on OUT/contact_sheet.png; 0: none
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
+    # On-the-fly empty rooms: this many rooms are generated for each shard (0: off) with the
+    # generator settings of ``rooms.*`` (``model``, ``size``, ``steps``, ``num_gpus``, ``workers``
+    # ...; its ``out`` and ``count`` are not used here). They join ``backgrounds`` as canvases.
+    rooms_per_shard: int = 0
+    rooms: RoomsConfig = field(default_factory=RoomsConfig)
+
+    def check_inputs(self) -> None:
+        if self.size < 32:
+            raise ConfigError(f"size: {self.size} px is too small; use at least 32")
+        for key in ("samples_per_cutout", "workers", "shard_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be at least 1, got {getattr(self, key)}")
+        if self.rooms_per_shard < 0:
+            raise ConfigError(f"rooms_per_shard: must be >= 0 (0 turns on-the-fly rooms off), got {self.rooms_per_shard}")
+        if self.cpus_per_worker <= 0:
+            raise ConfigError(f"cpus_per_worker: must be > 0, got {self.cpus_per_worker}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"jpeg_quality: must be in 1..100, got {self.jpeg_quality}")
+        if not 0.0 <= self.scene_share <= 1.0:
+            raise ConfigError(f"scene_share: the share of scene photos to use, in [0, 1]; got {self.scene_share}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction: in [0, 1), equal to the training config's; got {self.val_fraction}")

@@ -44,7 +44,8 @@ def small_kit(repo, tmp_path):
 
 @pytest.mark.ray
 def test_cutouts_job(ray_local, small_kit, tmp_path, caplog):
-    from segsynth.pipeline.cutouts import CutoutsConfig, run
+    from segsynth.cutouts.config import CutoutsConfig
+    from segsynth.cutouts.job import run
 
     out = tmp_path / "out"
     overrides = [

@@ -8,7 +8,9 @@ import pytest
 
 from segsynth import io
 from segsynth.config import ConfigError, load_config
-from segsynth.pipeline.evaluate import EvalConfig, estimate_bg_kind, run
+from segsynth.evaluate.config import EvalConfig
+from segsynth.evaluate.job import run
+from segsynth.evaluate.score import estimate_bg_kind
 
 
 def tiny_salient_onnx(path, size: int = 64) -> str:

@@ -8,8 +8,9 @@ import pytest
 
 from segsynth import io
 from segsynth.config import load_config
-from segsynth.pipeline import rooms
-from segsynth.rooms import make_prompts
+from segsynth.rooms import job as rooms
+from segsynth.rooms.library import read_library
+from segsynth.rooms.prompts import make_prompts
 
 pytestmark = [pytest.mark.ray]
 
@@ -18,7 +19,7 @@ LIBRARY = {"bg_id", "image", "width", "height", "prompt", "negative_prompt", "se
 
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory) -> str:
-    from segsynth.rooms import build_tiny_pipeline
+    from segsynth.testing import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
 
@@ -45,4 +46,4 @@ def test_rooms_stage_writes_the_library(ray_local, tiny_sd, tmp_path):
         assert (r["prompt"], r["negative_prompt"], r["seed"], r["model"]) == (p.prompt, p.negative_prompt, p.seed, tiny_sd)
         assert io.decode_image(r["image"]).shape == (64, 64, 3) and (r["width"], r["height"]) == (64, 64)
         assert (tmp_path / "rooms" / "jpg" / f"{r['bg_id']}.jpg").read_bytes() == r["image"]
-    assert rooms.read_library(str(tmp_path / "rooms"))[0]["bg_id"] == rows[0]["bg_id"]
+    assert read_library(str(tmp_path / "rooms"))[0]["bg_id"] == rows[0]["bg_id"]

@@ -43,18 +43,31 @@ def _bomb(side: int = 20_000) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_local, tmp_path_factory):
+def endpoint_cfg(ray_local, tmp_path_factory):
     from segsynth.model import ModelSpec, build_model, preprocessing, save_model_folder
-    from segsynth.pipeline.serve import ServeConfig, start, stop
+    from segsynth.serve.config import ServeConfig
+    from segsynth.serve.job import stop
 
     spec = ModelSpec(encoder_name="tu-mobilenetv3_small_050", decoder_pyramid_channels=32, decoder_segmentation_channels=32)
     folder = str(tmp_path_factory.mktemp("serve") / "tiny")
     save_model_folder(folder, build_model(spec), {"name": "tiny", "model": spec.__dict__, "preprocessing": preprocessing(64)})
-    cfg = ServeConfig(model=folder, port=_free_port(), max_batch_size=8, batch_wait_timeout_s=0.05,
+    yield ServeConfig(model=folder, port=_free_port(), max_batch_size=8, batch_wait_timeout_s=0.05,
                       max_ongoing_requests=32, num_cpus=0.5, max_upload_bytes=300_000, max_pixels=2_000_000)
-    url = start(cfg)
-    yield url
     stop()
+
+
+@pytest.fixture
+def endpoint(endpoint_cfg):
+    """The module's endpoint, started when it is not up (first use, or after a test that shut
+    Serve down): every test gets a serving endpoint whatever ran before it."""
+    from segsynth.serve.job import start
+
+    try:
+        if httpx.get(f"{endpoint_cfg.url}/readyz", timeout=5.0).status_code == 200:
+            return endpoint_cfg.url
+    except httpx.TransportError:
+        pass
+    return start(endpoint_cfg)
 
 
 def _post(url: str, data: bytes, multipart: bool = True, **params) -> httpx.Response:
@@ -168,7 +181,7 @@ def test_batching_happens_under_concurrent_load(endpoint):
 
 
 def test_remote_client(endpoint, tmp_path):
-    from segsynth.remove import add_arguments, main
+    from segsynth.serve.remove import add_arguments, main
 
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
@@ -186,10 +199,10 @@ def test_remote_client(endpoint, tmp_path):
 
 
 def test_graceful_shutdown(endpoint):
-    """Requests in flight when shutdown starts complete; then the port is closed. Runs last."""
+    """Requests in flight when shutdown starts complete; then the port is closed."""
     import time
 
-    from segsynth.pipeline.serve import stop
+    from segsynth.serve.job import stop
 
     data = _image(64, 64)
     seen = httpx.get(f"{endpoint}/v1/stats").json()["requests"].get("requests", 0)
@@ -206,17 +219,18 @@ def test_graceful_shutdown(endpoint):
         httpx.get(f"{endpoint}/healthz", timeout=5.0)
 
 
-def test_run_demo_round_trip_and_sigterm(endpoint, tmp_path):
-    """After the shared endpoint is gone: ``run`` with demo_images does the round trip and
-    returns; ``run`` without it serves until SIGTERM, then shuts down."""
+def test_run_demo_round_trip_and_sigterm(ray_local, tmp_path):
+    """``run`` with demo_images does the round trip and returns; ``run`` without it serves
+    until SIGTERM, then shuts down."""
     import os
     import signal
     import threading
     import time
 
-    from segsynth.pipeline.serve import ServeConfig, run, stop
+    from segsynth.serve.config import ServeConfig
+    from segsynth.serve.job import run, stop
 
-    stop()  # the shared endpoint (normally gone already): Serve's proxy port is fixed while it runs
+    stop()  # the module's endpoint, if a test before this one started it: Serve's proxy port is fixed while it runs
     images = tmp_path / "images"
     images.mkdir()
     for i, (w, h) in enumerate([(40, 30), (30, 50), (64, 64)]):

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from segsynth import io
 from segsynth.config import ConfigError, load_config
-from segsynth.pipeline import synth
+from segsynth.synth import job as synth
 
 pytestmark = [pytest.mark.ray]
 
@@ -100,7 +101,7 @@ def test_cli_synth_writes_folders(ray_local, inputs, tmp_path):
 
 def test_rooms_generated_on_the_fly_stream_into_compositing(ray_local, inputs, tmp_path):
     """GPU diffusion stage (here a tiny random pipeline on CPU) -> CPU compositing, one pipeline."""
-    from segsynth.rooms import build_tiny_pipeline
+    from segsynth.testing import build_tiny_pipeline
 
     model = build_tiny_pipeline(tmp_path / "tiny-sd")
     cfg = _cfg(inputs, tmp_path / "e", samples_per_cutout=2, shard_size=4, rooms_per_shard=2,
@@ -113,3 +114,36 @@ def test_rooms_generated_on_the_fly_stream_into_compositing(ray_local, inputs, t
     generated = {r["bg_id"] for r in rows.values()}
     assert all(b.startswith("sd-") for b in generated), generated   # every composite names its generated room
     assert {r["bg_kind"] for r in rows.values()} <= {"room", "scene"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_cli_terminal_is_quiet_and_the_rest_goes_to_logs(inputs, tmp_path):
+    """`segsynth synth` in a fresh process with its own Ray: the terminal gets a few lines (the
+    progress bar and the result), Ray's own output goes to OUT/logs; --json prints the summary."""
+    import os
+    import subprocess
+    import sys
+
+    import tempfile
+
+    out = tmp_path / "quiet"
+    ray_tmp = tempfile.mkdtemp(prefix="sq", dir="/tmp")  # Ray's socket paths must stay short
+    Path(ray_tmp, "ray").mkdir()
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_ADDRESS": ""}
+    argv = [sys.executable, "-m", "segsynth.cli", "synth", f"cutouts={inputs / 'cutouts'}", f"out={out}", "size=48",
+            "samples_per_cutout=1", "contact_sheet=0", "workers=1", "--json"]
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=540)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["samples_written"] == 4  # --json: the whole summary on stdout
+    shown = [line.split("\r")[-1] for line in r.stderr.split("\n") if line.split("\r")[-1].strip()]
+    bars = [line for line in shown if "samples/s" in line or "s/samples" in line]
+    others = [line for line in shown if line not in bars]
+    assert bars and "5/5" in bars[-1], shown  # one progress bar, to the end
+    assert len(others) == 3 and others[0].startswith("synth: 5 samples in 1 shards"), others  # the plan
+    assert all("broken" in line for line in others[1:]), others  # the corrupt cutout, named
+    assert not any(word in r.stderr for word in ("Running Dataset", "MapBatches", "ActorPool", "(pid=")), r.stderr
+    log = (out / "logs" / "synth.log").read_text()
+    assert "segsynth" in log and " ray" in log  # Ray's own records are in the stage's log file
+    r = subprocess.run(argv[:-1], capture_output=True, text=True, env=env, timeout=540)  # resumes: nothing to do
+    assert r.returncode == 0 and r.stderr.strip().splitlines()[-1].startswith("synth: 0 samples"), r.stderr

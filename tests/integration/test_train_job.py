@@ -3,6 +3,7 @@ best checkpoint folder loads as a predictor."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from segsynth import io
 from segsynth.config import load_config
+from segsynth.testing import failing_train_loop
 
 
 SIZE = 64
@@ -57,15 +59,16 @@ def make_labelled(folder: Path, n: int = 4, size: int = 80) -> Path:
 
 
 def _config(tmp_path: Path, synth: Path, *extra: str):
-    from segsynth.pipeline.train import TrainConfig
+    from segsynth.train.config import TrainConfig
 
     data = f"data=[{{path: {synth}, kind: synthetic, weight: 1.0}}]"
     return load_config(TrainConfig, None, [data, f"out={tmp_path / 'out'}", *TINY, *extra])
 
 
 def test_plan_splits_by_cutout_and_mixes(tmp_path):
-    from segsynth.pipeline.train import TrainConfig, plan
-    from segsynth.pipeline.train import is_validation
+    from segsynth.train.config import TrainConfig
+    from segsynth.train.data import plan
+    from segsynth.split import is_validation
 
     synth = make_synth(tmp_path / "synth")
     labelled = make_labelled(tmp_path / "real")
@@ -88,19 +91,19 @@ def test_plan_splits_by_cutout_and_mixes(tmp_path):
 def test_ddp_two_workers_resume_after_failure(tmp_path, ray_local):
     """2 CPU workers over Ray Data shards; rank 0 raises once at step 3 after the step-2
     checkpoint; the restarted attempt resumes from step 2, not from 0, and finishes."""
-    from segsynth.infer import load_predictor
-    from segsynth.pipeline.train import run
+    from segsynth.predict import load_predictor
+    from segsynth.train.job import run
 
     synth = make_synth(tmp_path / "synth")
     labelled = make_labelled(tmp_path / "real")
     cfg = _config(tmp_path, synth, "epochs=2", "num_workers=2", "max_steps_per_epoch=2", "checkpoint_every_steps=1",
-                  "fail_at_step=3", "max_failures=1", "name=ddp")
+                  "max_failures=1", "name=ddp")
     from dataclasses import replace
 
-    from segsynth.pipeline.train import DataSource
+    from segsynth.train.config import DataSource
 
     cfg = replace(cfg, data=cfg.data + (DataSource(str(labelled), "labelled", 1.0),))
-    summary = run(cfg)
+    summary = run(cfg, worker_loop=functools.partial(failing_train_loop, at_step=3))
     assert summary["steps"] == 4 and summary["epochs"] == 2
     assert summary["resumed_from_steps"][0] == 0
     assert summary["resumed_from_steps"][-1] >= 2, summary["resumed_from_steps"]  # not from step 0
@@ -125,7 +128,7 @@ def test_ddp_two_workers_resume_after_failure(tmp_path, ray_local):
 @pytest.mark.timeout(600)
 def test_rerun_same_name_resumes(tmp_path, ray_local):
     """A finished run started again with more epochs continues from its latest checkpoint."""
-    from segsynth.pipeline.train import run
+    from segsynth.train.job import run
 
     synth = make_synth(tmp_path / "synth")
     first = run(_config(tmp_path, synth, "epochs=1", "max_steps_per_epoch=2", "name=again"))
@@ -136,7 +139,9 @@ def test_rerun_same_name_resumes(tmp_path, ray_local):
 
 def test_training_rows_showing_validation_products_are_left_out(tmp_path):
     """A training sample whose distractors include a held-out product never reaches training."""
-    from segsynth.pipeline.train import TrainConfig, decode_samples, is_validation, plan
+    from segsynth.split import is_validation
+    from segsynth.train.config import TrainConfig
+    from segsynth.train.data import decode_samples, plan
 
     synth = make_synth(tmp_path / "synth")
     table = io.read_parquet(synth / "shards" / "shard-00000.parquet")
@@ -162,7 +167,7 @@ def test_training_rows_showing_validation_products_are_left_out(tmp_path):
 def test_real_validation_every_steps_selects_best(tmp_path, ray_local):
     """val_data is validated every val_every_steps and at the epoch end; best/ is the row that
     scores best on select_on over the real photos, and the card records the normalisation."""
-    from segsynth.pipeline.train import run
+    from segsynth.train.job import run
 
     synth = make_synth(tmp_path / "synth")
     labelled = make_labelled(tmp_path / "real")
@@ -187,7 +192,7 @@ def test_real_validation_every_steps_selects_best(tmp_path, ray_local):
 def test_time_budget_stops_stepping_then_validates_and_saves(tmp_path, ray_local):
     """A spent time_budget_min ends the run after the current step: it still validates, writes
     metrics and best/, and reports fewer steps than planned."""
-    from segsynth.pipeline.train import run
+    from segsynth.train.job import run
 
     synth = make_synth(tmp_path / "synth")
     cfg = _config(tmp_path, synth, "epochs=2", "max_steps_per_epoch=4", "time_budget_min=0.00001", "name=budget")

@@ -93,7 +93,7 @@ def test_every_stage_config_has_defaults_and_demo_yaml_loads(repo):
 
     from segsynth.cli import STAGES
 
-    for stage, (module, cls, _) in STAGES.items():
+    for stage, (module, cls, _, _) in STAGES.items():
         path = repo / "configs" / "demo" / f"{stage}.yaml"
         if not path.exists():
             continue

@@ -38,6 +38,6 @@ def test_the_recipe_chain_resolves(repo):
         cfg = load_config(DemoConfig, str(repo / chain))
         for step in cfg.steps:
             stage, name = split_step(step)
-            module_name, cls_name = EXTRA_STEPS[stage] if stage in EXTRA_STEPS else STAGES[stage][:2]
+            module_name, cls_name = (EXTRA_STEPS[stage] if stage in EXTRA_STEPS else STAGES[stage])[:2]
             cls = getattr(importlib.import_module(module_name), cls_name)
             load_config(cls, str(repo / cfg.configs / f"{name}.yaml"), cfg.overrides.get(step, []))

@@ -43,7 +43,7 @@ def test_onnx_parity_dynamic_batch(ckpt, tmp_path):
 
 
 def test_torchscript_parity(ckpt, tmp_path):
-    from segsynth.export import export
+    from segsynth.train.export import export
 
     out = tmp_path / "model.pt"
     card = export(str(ckpt), "torchscript", str(out))
@@ -51,7 +51,7 @@ def test_torchscript_parity(ckpt, tmp_path):
 
 
 def test_unknown_format():
-    from segsynth.export import export
+    from segsynth.train.export import export
 
     with pytest.raises(ValueError, match="valid: onnx, torchscript"):
         export("x", "tflite")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from segsynth.infer import PREDICTORS, infer_kind, load_predictor
+from segsynth.predict import PREDICTORS, infer_kind, load_predictor
 from segsynth.model import ModelSpec, build_model, preprocessing, save_model_folder
 
 SIZE = 64
@@ -65,7 +65,7 @@ def test_checkpoint_predictor_any_size(ckpt):
 
 
 def test_onnx_predictor_matches_checkpoint(ckpt, tmp_path):
-    from segsynth.export import export
+    from segsynth.train.export import export
 
     path = tmp_path / "tiny.onnx"
     export(str(ckpt), "onnx", str(path))
@@ -78,7 +78,7 @@ def test_onnx_predictor_matches_checkpoint(ckpt, tmp_path):
 
 
 def test_onnx_without_card_is_a_clear_error(tmp_path):
-    from segsynth.infer import OnnxModelPredictor
+    from segsynth.predict import OnnxModelPredictor
 
     (tmp_path / "x.onnx").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="model card"):

@@ -50,10 +50,12 @@ def test_training_preprocessing_and_predictor_give_the_same_masks(repo, tmp_path
     """A checkpoint run through the training-time path (decode_samples -> Augmenter(train=False)
     -> Stepper.inputs -> model) and through the predictor gives the same masks on non-square
     real photos."""
-    from segsynth.infer import load_predictor
-    from segsynth.pipeline.train import DataSource, TrainConfig, decode_samples
+    from segsynth.predict import load_predictor
+    from segsynth.train.config import DataSource
+    from segsynth.train.config import TrainConfig
+    from segsynth.train.data import decode_samples
     from segsynth.preprocess import content_shape, unletterbox
-    from segsynth.train import Augmenter, LoopState, Stepper, model_card, model_spec
+    from segsynth.train.loop import Augmenter, LoopState, Stepper, model_card, model_spec
     from segsynth.model import build_model, save_model_folder
 
     cfg = TrainConfig(data=(DataSource(path="x"),), size=96, encoder_name="tu-mobilenetv3_small_050",

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from segsynth import io
-from segsynth.remove import add_arguments, main, plan
+from segsynth.serve.remove import add_arguments, main, plan
 
 
 def _tiny_checkpoint(folder) -> str:

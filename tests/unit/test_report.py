@@ -1,4 +1,4 @@
-"""segsynth.report: preferences, tables, bar chart, galleries, the report folder; evalset builder."""
+"""segsynth.evaluate.report: preferences, tables, bar chart, galleries, the report folder; evalset builder."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from segsynth import io
-from segsynth import report as R
+from segsynth.evaluate import report as R
 
 
 def _write_prefs(path, rows):
@@ -113,7 +113,7 @@ def test_gallery_order(tmp_path):
 
 
 def test_build_test_set_from_labelled_folder(tmp_path):
-    from segsynth.evalset import build_test_set
+    from segsynth.evaluate.evalset import build_test_set
 
     data = tmp_path / "src"
     cats = ["stem,category"]

@@ -11,8 +11,9 @@ import pytest
 
 from segsynth import io
 from segsynth.config import ConfigError, load_config
-from segsynth.rooms import (METHOD_PROMPTS, RoomModelError, RoomPromptConfig, dedupe, hamming, is_blank, make_prompt,
-                            make_prompts, phash, resolve_model)
+from segsynth.rooms.generator import RoomModelError, resolve_model
+from segsynth.rooms.prompts import (METHOD_PROMPTS, RoomPromptConfig, dedupe, hamming, is_blank, make_prompt, make_prompts,
+                                    phash)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def test_prompt_bank_variety_method_prompts_and_negative():
 
 
 def test_prompt_config_errors_name_the_fix():
-    from segsynth.pipeline.rooms import RoomsConfig
+    from segsynth.rooms.config import RoomsConfig
 
     with pytest.raises(ConfigError, match=r"unknown placeholder \{sofa\}.*\{room\}"):
         load_config(RoomsConfig, None, ["prompts.template=a {sofa} in a {room}"])
@@ -65,7 +66,7 @@ def test_prompt_config_errors_name_the_fix():
 
 @pytest.mark.parametrize("name", ["rooms.yaml", "demo/rooms.yaml"])
 def test_shipped_configs_load(name):
-    from segsynth.pipeline.rooms import RoomsConfig
+    from segsynth.rooms.config import RoomsConfig
 
     cfg = load_config(RoomsConfig, REPO / "configs" / name)
     assert cfg.size % 8 == 0 and cfg.count >= 1
@@ -135,7 +136,7 @@ def test_local_model_folder_errors(tmp_path):
 # ----------------------------------------------------------------------------- tiny pipeline
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory) -> str:
-    from segsynth.rooms import build_tiny_pipeline
+    from segsynth.testing import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
 
@@ -156,7 +157,7 @@ def test_tiny_pipeline_tokenizer_is_the_written_vocab(tiny_sd):
 
 
 def test_generator_rows_are_deterministic_and_batch_independent(tiny_sd):
-    from segsynth.rooms import RoomGenerator
+    from segsynth.rooms.generator import RoomGenerator
 
     prompts = make_prompts(RoomPromptConfig(), 2, seed=1)
     batch = {"prompt": np.array([p.prompt for p in prompts], dtype=object),
@@ -178,9 +179,10 @@ def test_generator_rows_are_deterministic_and_batch_independent(tiny_sd):
     assert np.abs(ref[0].astype(int) - ref[1].astype(int)).mean() > 5
 
 
-def test_cli_reports_an_offline_hub_id_without_starting_ray(monkeypatch, caplog):
+def test_cli_reports_an_offline_hub_id_without_starting_ray(monkeypatch, capsys, tmp_path):
     from segsynth.cli import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(["rooms", "model=segsynth-tests/no-such-diffusion-model", "count=2"]) == 2
-    assert "hf download segsynth-tests/no-such-diffusion-model" in caplog.text
+    assert main(["rooms", "model=segsynth-tests/no-such-diffusion-model", "count=2", f"out={tmp_path / 'rooms'}"]) == 2
+    err = capsys.readouterr().err
+    assert "hf download segsynth-tests/no-such-diffusion-model" in err and "Traceback" not in err

@@ -8,7 +8,8 @@ import pytest
 
 from segsynth import io
 from segsynth.config import ConfigError, load_config, save_config
-from segsynth.pipeline.synth import SAMPLE_KEYS, ShardWriter, SynthConfig, _check_existing_config
+from segsynth.synth.config import SAMPLE_KEYS, SynthConfig
+from segsynth.synth.shards import ShardWriter, check_existing_config
 from segsynth.split import in_share, is_validation, product_key
 from segsynth.synth import Background, CompositeConfig, split_scenes
 
@@ -115,6 +116,6 @@ def test_resume_refuses_other_split_settings(tmp_path, change):
     assert {"val_fraction", "scene_share", "scene_backgrounds"} <= set(SAMPLE_KEYS)
     cfg = SynthConfig(out=str(tmp_path))
     save_config(cfg, cfg.out)
-    _check_existing_config(dataclasses.replace(cfg, workers=7))  # a pool size changes no sample
+    check_existing_config(dataclasses.replace(cfg, workers=7))  # a pool size changes no sample
     with pytest.raises(ConfigError, match=next(iter(change))):
-        _check_existing_config(dataclasses.replace(cfg, **change))
+        check_existing_config(dataclasses.replace(cfg, **change))

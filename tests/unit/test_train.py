@@ -7,8 +7,10 @@ import torch
 
 from segsynth import io
 from segsynth.config import ConfigError, load_config
-from segsynth.pipeline.train import AugmentConfig, TrainConfig, copies, decode_samples, is_validation
-from segsynth.train import Augmenter, lr_factor, random_letterbox, seg_loss
+from segsynth.split import is_validation
+from segsynth.train.config import AugmentConfig, TrainConfig
+from segsynth.train.data import copies, decode_samples
+from segsynth.train.loop import Augmenter, lr_factor, random_letterbox, seg_loss
 
 
 def _batch(n=6, size=48):

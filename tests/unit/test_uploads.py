@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segsynth.uploads import CutoutOptions, UploadError, cutout_pixels, decode_upload, encode_output, render_cutout
+from segsynth.serve.uploads import CutoutOptions, UploadError, cutout_pixels, decode_upload, encode_output, render_cutout
 
 
 def _save(im: Image.Image, fmt: str, **kw) -> bytes:

@@ -1,0 +1,83 @@
+"""Starting or joining Ray the same way in every stage.
+
+``init_ray(address)`` joins a cluster when an address is given (``--address`` or
+``RAY_ADDRESS``); otherwise it starts an embedded local Ray that writes nothing outside
+``RAY_TMPDIR`` (default ``<tmp>/segsynth-ray``) and sends no usage stats.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Ray Train + Ray Data on a 2-core machine hangs when the train workers hold every CPU; the
+# embedded Ray advertises at least this many logical CPUs so data tasks can always schedule.
+MIN_LOCAL_CPUS = 4
+# Ray waits a fixed 30 s for its raylet; on a loaded 2-core machine that can pass, so retry.
+LOCAL_START_ATTEMPTS = 3
+
+
+def prepare_env() -> None:
+    """Environment for a quiet, self-contained local Ray (safe to call many times)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TMPDIR", str(Path(tempfile.gettempdir(), "segsynth-ray")))
+    Path(os.environ["RAY_TMPDIR"], "ray").mkdir(parents=True, exist_ok=True)
+    # Worker processes must not try the model hub unless the user opted in.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray. Returns ray."""
+    prepare_env()
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    from segsynth import console
+
+    # the workers' output (their logs, Ray Data's progress bars) reaches the terminal only with
+    # --verbose; otherwise it stays in Ray's session logs, copied to <out>/logs/ray by the stage
+    kwargs.setdefault("log_to_driver", console.verbose())
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "SEGSYNTH_DATA") if k in os.environ}
+    runtime_env = {"env_vars": env_vars} if env_vars else None
+    if address:
+        log.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, **kwargs)
+    else:
+        n = num_cpus or max(os.cpu_count() or 1, MIN_LOCAL_CPUS)
+        log.debug("starting an embedded local Ray with %d logical CPUs (temp dir %s)", n, os.environ["RAY_TMPDIR"])
+        for attempt in range(LOCAL_START_ATTEMPTS):
+            try:
+                ray.init(num_cpus=n, include_dashboard=False, runtime_env=runtime_env,
+                         _temp_dir=str(Path(os.environ["RAY_TMPDIR"], "ray")), logging_level=logging.WARNING, **kwargs)
+                break
+            except Exception as e:  # Ray raises a bare Exception when its raylet starts too slowly
+                if "timed out during startup" not in str(e) or attempt == LOCAL_START_ATTEMPTS - 1:
+                    raise
+                log.warning("local Ray did not start in time (busy machine?); trying again")
+                ray.shutdown()
+    _quiet(ray, local=not address)
+    return ray
+
+
+def _quiet(ray, local: bool) -> None:
+    """Ray's driver-side chatter (progress bars, controller warnings) to the stage's log file."""
+    from segsynth import console
+
+    os.environ.pop("SEGSYNTH_RAY_SESSION_DIR", None)
+    if local:  # the embedded Ray's worker logs are on this machine: the stage copies them to <out>/logs/ray
+        from ray._private.worker import global_worker
+
+        os.environ["SEGSYNTH_RAY_SESSION_DIR"] = str(global_worker.node.get_session_dir_path())
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = console.verbose()
+    ctx.print_on_execution_start = console.verbose()
+    console.route_library_logs()
+

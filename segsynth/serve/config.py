@@ -1,0 +1,59 @@
+"""``ServeConfig``: the serving stage's settings, shared by the stage (``serve.py``) and the Ray
+Serve app (``serve_app.py``) without either importing the other."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from segsynth.config import ConfigError
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model: str | None = None  # checkpoint folder, exported .onnx (X.json beside it) or an s3:// gs:// URI
+    kind: str | None = None  # predictor kind (segsynth.predict.PREDICTORS); inferred from model when null
+    predictor_options: dict[str, Any] = field(default_factory=dict)  # e.g. {threads: 2} or {device: cuda}
+    host: str = "127.0.0.1"  # loopback by default: exposing the endpoint is a deliberate choice
+    port: int = 8000
+    route_prefix: str = "/"
+    app_name: str = "segsynth"
+    max_batch_size: int = 8  # images per forward pass
+    batch_wait_timeout_s: float = 0.005  # how long a partial batch waits for company (latency at low load)
+    max_ongoing_requests: int = 32  # per replica; must be >= max_batch_size or batches never fill
+    max_queued_requests: int = 256  # beyond this the proxy answers 503 (the client retries)
+    access_log: bool = False        # a log line per request costs CPU in the replica and the log monitor
+    num_replicas: int = 1  # ignored when autoscaling is set
+    autoscaling: dict[str, Any] | None = None  # Serve autoscaling_config, e.g. {min_replicas: 1, max_replicas: 4}
+    num_cpus: float = 1.0  # per replica
+    num_gpus: float = 0.0  # per replica; a fraction (0.25) packs several replicas on one GPU
+    max_upload_bytes: int = 20_000_000  # per file; bigger uploads get 413
+    max_pixels: int = 40_000_000  # width * height from the header; bigger images get 413 before decoding
+    max_files_per_request: int = 16  # for /v1/remove:batch
+    demo_images: str | None = None  # a folder: run a round trip with a few of its images instead of serving
+    demo_limit: int = 4  # images sent in the demo round trip
+    out: str = "outputs/serve"  # where the demo round trip writes its cutouts and summary
+
+    def check_inputs(self) -> None:
+        if not self.model and self.kind != "white-threshold":
+            raise ConfigError("model: missing; pass model=PATH (a checkpoint folder or an exported .onnx file)")
+        if self.max_batch_size < 1:
+            raise ConfigError(f"max_batch_size={self.max_batch_size}; must be >= 1")
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ConfigError(f"max_ongoing_requests={self.max_ongoing_requests} is below max_batch_size="
+                              f"{self.max_batch_size}: Serve would never send a replica a full batch; "
+                              f"set max_ongoing_requests >= {self.max_batch_size}")
+        if self.batch_wait_timeout_s < 0:
+            raise ConfigError(f"batch_wait_timeout_s={self.batch_wait_timeout_s}; must be >= 0")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port={self.port}; expected 1..65535")
+        if not self.route_prefix.startswith("/"):
+            raise ConfigError(f"route_prefix={self.route_prefix!r} must start with '/'")
+        for key in ("max_upload_bytes", "max_pixels", "max_files_per_request", "num_replicas", "demo_limit"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}; must be >= 1")
+        if self.num_gpus < 0 or self.num_cpus < 0:
+            raise ConfigError("num_cpus and num_gpus must be >= 0")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.route_prefix.rstrip('/')}"

@@ -1,0 +1,192 @@
+"""``segsynth serve``: a model as a batched background-removal HTTP endpoint on Ray Serve.
+
+    segsynth serve --config configs/serve.yaml model=outputs/demo/train/best port=8000
+    curl -F file=@photo.jpg http://127.0.0.1:8000/v1/remove -o cutout.png
+
+``run`` starts (or joins) Ray, deploys :class:`BackgroundRemoval` (the API of :mod:`segsynth.serve.service`) on ``host:port`` and
+serves until Ctrl-C or SIGTERM, then shuts Serve down gracefully (in-flight requests finish).
+With ``demo_images`` set it instead starts the endpoint, sends it a few images, saves the
+cutouts under ``out`` and shuts down (what ``make demo`` does).
+
+For a cluster, deploy ``serve/config.yaml`` with ``serve deploy`` (autoscaling, fractional GPUs);
+its ``args`` are the keys of :class:`ServeConfig`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from ray import cloudpickle, serve
+
+from segsynth import console, io
+from segsynth.config import ConfigError, save_config
+from segsynth.config import load_config
+from segsynth.serve.config import ServeConfig
+from segsynth.serve import service as service_module
+from segsynth.serve.service import RemovalService, api
+
+log = logging.getLogger(__name__)
+
+
+# The replicas must get the routes as serve.ingress rewrote them (``self`` injected by Serve),
+# not the bare ones a fresh import of the service module would give: ship that module by value.
+cloudpickle.register_pickle_by_value(service_module)
+
+
+@serve.deployment(name="BackgroundRemoval", graceful_shutdown_timeout_s=30)
+@serve.ingress(api)
+class BackgroundRemoval(RemovalService):
+    """A Serve replica of :class:`segsynth.serve.service.RemovalService`, with concurrent
+    requests gathered into batches."""
+
+    def __init__(self, cfg: ServeConfig):
+        # @serve.batch takes its sizes at decoration time; the config sets them per deployment
+        self.predict_one.set_max_batch_size(cfg.max_batch_size)
+        self.predict_one.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        super().__init__(cfg)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def predict_one(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return await self.predict_images(images)
+
+
+def build_app(cfg: ServeConfig):
+    """The Serve application for ``cfg`` (deployment options from the config; a Serve config
+    YAML's ``deployments:`` section overrides them when deployed with ``serve deploy``)."""
+    options: dict[str, Any] = {
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+        "max_queued_requests": cfg.max_queued_requests,
+        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        "logging_config": {"enable_access_log": cfg.access_log},
+    }
+    if cfg.autoscaling:
+        options["autoscaling_config"] = dict(cfg.autoscaling)
+    else:
+        options["num_replicas"] = cfg.num_replicas
+    return BackgroundRemoval.options(**options).bind(cfg)
+
+
+def app_builder(args: dict[str, Any]):
+    """For ``serve run serve.app:build model=PATH`` and ``serve/config.yaml`` (``args:``): the keys of
+    :class:`ServeConfig`, plus ``config`` (a YAML file of them, e.g. configs/serve.yaml)."""
+    args = dict(args or {})
+    config = args.pop("config", None)
+    overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
+    return build_app(load_config(ServeConfig, config, overrides))
+
+
+def start(cfg: ServeConfig, address: str | None = None, ready_timeout_s: float = 300.0) -> str:
+    """Start (or join) Ray, deploy the app, wait until ``/readyz`` answers; returns the base URL."""
+    from segsynth.ray_env import init_ray
+
+    if cfg.model:
+        io.require_input(cfg.model, "model")  # before Ray starts: a wrong path fails in a second
+    if not (address or os.environ.get("RAY_ADDRESS")):  # a cluster may be serving on it already: redeploy
+        io.require_port(cfg.host, cfg.port)
+    init_ray(address)
+    console.route_library_logs()  # Serve sets up its own console logging: ours again, before and after
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    console.route_library_logs()
+    serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix, blocking=False)
+    console.route_library_logs()
+    wait_ready(cfg.url, ready_timeout_s)
+    log.info("serving %s at %s (API docs at %s/docs)", cfg.model, cfg.url, cfg.url)
+    return cfg.url
+
+
+def wait_ready(url: str, timeout_s: float = 300.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{url}/readyz", timeout=5.0)
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}"
+        except httpx.HTTPError as e:
+            last = f"{type(e).__name__}: {e}"
+        time.sleep(0.5)
+    raise TimeoutError(f"the endpoint at {url} was not ready after {timeout_s:.0f} s ({last}); "
+                       "see the replica's log in the Ray session folder")
+
+
+def stop(app_name: str | None = "segsynth") -> None:
+    """Shut down gracefully: delete the app first, so its replicas finish the requests they hold
+    (answered through the still-running proxy) before the proxy itself goes, then stop Serve."""
+    if app_name:
+        try:
+            serve.delete(app_name, _blocking=True)
+        except Exception as e:  # noqa: BLE001  Serve not running or app gone: shutdown below still applies
+            log.debug("serve.delete(%s): %s", app_name, e)
+    serve.shutdown()
+    log.debug("endpoint shut down")
+
+
+def run(cfg: ServeConfig, address: str | None = None) -> dict:
+    """Serve until interrupted (Ctrl-C or SIGTERM); with ``demo_images``, do the demo round trip."""
+    if cfg.demo_images:
+        io.require_input(cfg.demo_images, "demo_images", "folder")
+        images = io.list_files(cfg.demo_images, io.IMAGE_EXTS)[: cfg.demo_limit]
+        if not images:
+            raise ConfigError(f"demo_images: {cfg.demo_images} holds no images ({', '.join(io.IMAGE_EXTS)})")
+        return demo_roundtrip(cfg, images, cfg.out, address=address)
+    stopping = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (docker stop, kill, a job scheduler) shuts down as gracefully as Ctrl-C
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    url = start(cfg, address)
+    started = time.time()
+    try:
+        while not stopping.wait(0.5):
+            pass
+        log.info("SIGTERM: shutting down")
+    except KeyboardInterrupt:
+        log.info("interrupted: shutting down")
+    finally:
+        stop(cfg.app_name)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return {"url": url, "served_s": round(time.time() - started, 1)}
+
+
+def demo_roundtrip(cfg: ServeConfig, images: list[str], out: str, address: str | None = None) -> dict:
+    """Start the endpoint, POST each image to ``/v1/remove``, save ``out/<stem>.png``, shut down.
+
+    Returns ``{url, out, written, failed, latency_ms}``; writes ``out/summary.json`` and the
+    resolved config beside the cutouts.
+    """
+    import httpx
+
+    url = start(cfg, address)
+    written, failed, latencies = [], {}, []
+    try:
+        with httpx.Client(timeout=120.0) as client:
+            for path in images:
+                t0 = time.perf_counter()
+                r = client.post(f"{url}/v1/remove", files={"file": (path.rsplit("/", 1)[-1], io.read_bytes(path))})
+                latencies.append((time.perf_counter() - t0) * 1000.0)
+                if r.status_code != 200:
+                    failed[path] = f"HTTP {r.status_code}: {r.text[:200]}"
+                    log.warning("demo: %s -> HTTP %d %s", path, r.status_code, r.text[:200])
+                    continue
+                dest = io.join(out, io.stem(path) + ".png")
+                io.write_bytes(dest, r.content)
+                written.append(dest)
+            card = client.get(f"{url}/v1/model").json()
+    finally:
+        stop(cfg.app_name)
+    summary = {"url": url, "out": out, "written": len(written), "failed": failed,
+               "latency_ms": [round(x, 1) for x in latencies], "model": card.get("name"), "cutouts": written}
+    save_config(cfg, out)
+    io.write_bytes(io.join(out, "summary.json"), json.dumps(summary, indent=2).encode())
+    log.debug("demo: %d cutouts from the endpoint in %s", len(written), out)
+    return summary

@@ -1,0 +1,222 @@
+"""Untrusted image uploads in, cutouts out: the part of serving that needs no server.
+
+    rgb = decode_upload(data, name="photo.jpg", max_bytes=20_000_000, max_pixels=40_000_000)
+    opts = CutoutOptions.parse({"output": "composite", "bg": "#ffffff"})
+    body, media_type = render_cutout(rgb, mask, opts)         # mask: (H, W) float32 0..1
+
+Used by the HTTP endpoint (:mod:`segsynth.serve.service`), the ``segsynth remove`` client
+in-process, and anything else that takes images from users. numpy and PIL only.
+
+Every problem with an upload is an :class:`UploadError` carrying an HTTP status (400 empty or bad
+option, 413 too large, 415 not an image, 422 corrupt or truncated) and a short ``code``; the
+message names the input and says what would work. Sizes are checked from the header *before*
+any pixel is decoded, so a decompression bomb costs nothing.
+"""
+from __future__ import annotations
+
+import io as _pyio
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from segsynth import io
+
+# What Image.open may try: common photo formats only (no EPS/PDF, which shell out, nor exotic codecs).
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG covers MPO (multi-picture)
+OUTPUTS = ("rgba", "mask", "composite")
+FORMATS = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+EXTENSIONS = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}
+DEFAULT_MAX_BYTES = 20_000_000
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: bigger than any phone photo, far below a bomb
+
+
+class UploadError(ValueError):
+    """An upload or option the endpoint refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def as_dict(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def decode_upload(data: bytes, name: str = "upload", max_bytes: int = DEFAULT_MAX_BYTES,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Upload bytes -> ``(H, W, 3) uint8`` RGB, upright (EXIF orientation applied).
+
+    Grayscale, palette, CMYK, 16-bit and images with alpha (RGBA, LA, PA, palette transparency)
+    are accepted; alpha is composited over white, so transparent pixels read as background. The
+    first frame of an animation is used. Raises :class:`UploadError` (400 empty, 413 over
+    ``max_bytes`` or ``max_pixels``, 415 not an image, 422 corrupt or truncated).
+    """
+    if not data:
+        raise UploadError(400, "empty", f"{name}: the upload is empty; send an image (JPEG, PNG, WebP) "
+                                        "as multipart field 'file' or as the request body")
+    if len(data) > max_bytes:
+        raise UploadError(413, "too_large", f"{name}: {len(data)} bytes is over the limit of {max_bytes} bytes; "
+                                            "send a smaller file")
+    try:
+        with warnings.catch_warnings():  # our own max_pixels check below replaces PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(_pyio.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise UploadError(415, "not_an_image", f"{name}: not an image in a supported format "
+                                               f"({', '.join(ALLOWED_FORMATS)})") from None
+    except Image.DecompressionBombError:  # PIL's own header check (> 2x its MAX_IMAGE_PIXELS)
+        raise UploadError(413, "too_many_pixels", f"{name}: the image header declares more than "
+                                                  f"{max_pixels} pixels; send an image of at most "
+                                                  f"{max_pixels} pixels") from None
+    except (OSError, ValueError, SyntaxError) as e:  # a header PIL recognises but cannot parse
+        raise UploadError(422, "corrupt", f"{name}: unreadable image header ({e})") from None
+    with im:
+        w, h = im.size
+        if w * h > max_pixels:  # from the header only: nothing decoded yet
+            raise UploadError(413, "too_many_pixels", f"{name}: {w}x{h} = {w * h} pixels is over the limit of "
+                                                      f"{max_pixels} pixels; downscale it first")
+        if w < 1 or h < 1:
+            raise UploadError(422, "corrupt", f"{name}: the image has no pixels ({w}x{h})")
+        try:
+            im.load()  # decode the pixels (first frame); a truncated file fails here
+            im = ImageOps.exif_transpose(im) or im
+            return _to_rgb(im)
+        except UploadError:
+            raise
+        except Exception as e:  # noqa: BLE001  untrusted bytes: any codec failure is the upload's fault
+            msg = str(e)
+            code = "truncated" if "truncated" in msg or isinstance(e, EOFError) else "corrupt"
+            raise UploadError(422, code, f"{name}: the image data is {code} ({type(e).__name__}: {msg}); "
+                                         "re-export or re-upload the file") from None
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL mode -> ``(H, W, 3) uint8`` RGB; alpha composited over white."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):  # 16-bit and float: scale, don't clip
+        arr = np.asarray(im)
+        if mode == "F":
+            hi = float(np.nanmax(arr)) if arr.size else 1.0
+            arr = np.nan_to_num(arr) * (255.0 if hi <= 1.0 else 255.0 / hi)
+        elif arr.max(initial=0) > 255:  # 16-bit data (PNG 16-bit gray opens as "I" or "I;16")
+            arr = arr / 257.0
+        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if (mode == "P" and "transparency" in im.info) or mode in ("PA", "LA", "La", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        rgba = np.asarray(im, dtype=np.float32)
+        alpha = rgba[:, :, 3:4] / 255.0
+        return np.rint(rgba[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if im.mode != "RGB":  # 1, L, P, CMYK, YCbCr, LAB, HSV
+        im = im.convert("RGB")
+    return np.array(im, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------- output options and rendering
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
+
+
+@dataclass(frozen=True)
+class CutoutOptions:
+    """What to return for one image.
+
+    ``output``: ``rgba`` (the input with the mask as alpha), ``mask`` (8-bit gray) or
+    ``composite`` (the cutout over ``bg``); ``threshold``: None keeps the soft alpha, else
+    ``mask >= threshold`` is opaque; ``format``: png, webp or jpeg (jpeg has no alpha, so
+    ``rgba`` with jpeg is refused rather than silently flattened).
+    """
+
+    output: str = "rgba"
+    bg: tuple[int, int, int] = (255, 255, 255)
+    threshold: float | None = None
+    format: str = "png"
+
+    def __post_init__(self):
+        if self.output not in OUTPUTS:
+            raise UploadError(400, "bad_option", f"output={self.output!r}; valid: {', '.join(OUTPUTS)}")
+        if self.format not in FORMATS:
+            raise UploadError(400, "bad_option", f"format={self.format!r}; valid: {', '.join(FORMATS)}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise UploadError(400, "bad_option", f"threshold={self.threshold}; expected a number in 0..1 "
+                                                 "(leave it out for a soft alpha)")
+        if self.output == "rgba" and self.format == "jpeg":
+            raise UploadError(400, "bad_option", "format=jpeg has no alpha channel; use format=png or webp, "
+                                                 "or output=composite (with bg=#rrggbb) or output=mask")
+
+    @property
+    def media_type(self) -> str:
+        return FORMATS[self.format]
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.format]
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str | None]) -> "CutoutOptions":
+        """From query/form strings: ``output``, ``bg`` (``#rrggbb``), ``threshold``, ``format``."""
+        unknown = sorted(set(params) - {"output", "bg", "threshold", "format"})
+        if unknown:
+            raise UploadError(400, "bad_option", f"unknown option {unknown[0]!r}; valid: output, bg, threshold, format")
+        kw: dict = {}
+        if params.get("output"):
+            kw["output"] = str(params["output"]).lower()
+        if params.get("format"):
+            fmt = str(params["format"]).lower()
+            kw["format"] = "jpeg" if fmt == "jpg" else fmt
+        if params.get("bg"):
+            m = _HEX.match(str(params["bg"]).strip())
+            if not m:
+                raise UploadError(400, "bad_option", f"bg={params['bg']!r}; expected a colour like #ffffff")
+            v = m.group(1)
+            kw["bg"] = (int(v[0:2], 16), int(v[2:4], 16), int(v[4:6], 16))
+        if params.get("threshold") not in (None, ""):
+            try:
+                kw["threshold"] = float(params["threshold"])  # type: ignore[arg-type]
+            except ValueError:
+                raise UploadError(400, "bad_option", f"threshold={params['threshold']!r}; expected a number "
+                                                     "in 0..1") from None
+        return cls(**kw)
+
+
+def cutout_pixels(rgb: np.ndarray, mask: np.ndarray, opts: CutoutOptions) -> np.ndarray:
+    """``rgb (H, W, 3) uint8`` + ``mask (H, W) float32 0..1`` -> the output's pixels:
+    ``(H, W, 4)`` for rgba, ``(H, W)`` for mask, ``(H, W, 3)`` for composite (all uint8)."""
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(f"mask shape {mask.shape} does not match the image {rgb.shape[:2]}")
+    m = mask.astype(np.float32, copy=False)
+    if opts.threshold is not None:
+        m = (m >= opts.threshold).astype(np.float32)
+    alpha = np.rint(np.clip(m, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if opts.output == "mask":
+        return alpha
+    if opts.output == "rgba":
+        return np.dstack([rgb, alpha])
+    a = alpha[:, :, None].astype(np.float32) / 255.0
+    bg = np.asarray(opts.bg, np.float32)
+    return np.rint(rgb.astype(np.float32) * a + bg * (1.0 - a)).astype(np.uint8)
+
+
+def encode_output(pixels: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
+    """``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8 -> PNG, WebP or JPEG bytes."""
+    if fmt == "png":
+        return io.encode_png(pixels)  # the fast (level 1) encoder every stage uses
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    buf = _pyio.BytesIO()
+    im = Image.fromarray(pixels)
+    if fmt == "webp":
+        im.save(buf, format="WEBP", quality=quality, method=4)
+    else:
+        if im.mode == "RGBA":
+            raise ValueError("JPEG has no alpha: composite the cutout first")
+        im.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def render_cutout(rgb: np.ndarray, mask: np.ndarray, opts: CutoutOptions) -> tuple[bytes, str]:
+    """The encoded output for one image and its media type."""
+    return encode_output(cutout_pixels(rgb, mask, opts), opts.format), opts.media_type

@@ -1,0 +1,285 @@
+"""What a benchmark writes into BENCHMARKS.md comes from its results: each script's
+``section(results) -> str`` is rendered from a made-up results dict and from a copy with every
+measured number changed; no number may stay the same unless the results themselves hold it
+unchanged (a table key, a kept setting). Ray-free and fast: the scripts import nothing heavy.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import re
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks"
+SCRIPTS = ["synth_throughput", "rooms", "train_overhead", "serve_load", "cpu_recipe", "recipe_ablation", "evaluation"]
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def perturb(obj, keep: frozenset = frozenset(), path: tuple = ()):
+    """Every number changed: ints + 3, floats scaled by a factor that depends on their place,
+    digit runs inside strings + 3. Dict keys and the values under ``keep`` keys stay."""
+    if isinstance(obj, dict):
+        return {k: (v if k in keep else perturb(v, keep, path + (str(k),))) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [perturb(v, keep, path + (str(i),)) for i, v in enumerate(obj)]
+    if isinstance(obj, bool) or obj is None:
+        return obj
+    if isinstance(obj, int):
+        return obj + 3
+    if isinstance(obj, float):
+        h = zlib.crc32("/".join(path).encode())
+        return obj * (1.13 + (h % 37) / 100) + 0.011 * (1 + h % 7)
+    if isinstance(obj, str):
+        return NUMBER.sub(lambda m: str(int(m.group().split(".")[0]) + 3), obj)
+    return obj
+
+
+def literals(obj) -> set[str]:
+    """Every number a results dict holds as written: in keys, values and strings."""
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out |= set(NUMBER.findall(str(k))) | literals(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= literals(v)
+    elif isinstance(obj, (int, float, str)) and not isinstance(obj, bool):
+        out |= set(NUMBER.findall(str(obj)))
+    return out
+
+
+def segments(text: str) -> list[str]:
+    """Table cells and sentences holding a number; code spans (commands, paths) left out."""
+    text = re.sub(r"`[^`]*`", "`code`", text)
+    out = []
+    for line in text.splitlines():
+        parts = line.strip("|").split("|") if line.startswith("|") else re.split(r"(?<=[.;:])\s+", line)
+        out += [p.strip() for p in parts if NUMBER.search(p)]
+    return out
+
+
+def fixed_numbers(a_text: str, b_text: str, allowed: set[str]) -> list[str]:
+    """Numbers at the same place of the same sentence in both texts that the results do not hold unchanged."""
+    def keyed(text):
+        seen: dict[str, int] = {}
+        out = {}
+        for seg in segments(text):
+            template = NUMBER.sub("#", seg)
+            seen[template] = seen.get(template, 0) + 1
+            out[(template, seen[template])] = seg
+        return out
+
+    a, b = keyed(a_text), keyed(b_text)
+    paired = [k for k in a if k in b]
+    assert len(paired) >= 0.6 * len(a), f"too few sentences to compare: {len(paired)} of {len(a)}"
+    bad = []
+    for k in paired:
+        for x, y in zip(NUMBER.findall(a[k]), NUMBER.findall(b[k])):
+            if x == y and x not in allowed:
+                bad.append(f"{x!r} in {a[k]!r}")
+    return bad
+
+
+# ------------------------------------------------------------------ made-up results, one or more per script
+def synth_results() -> dict:
+    per_core = [{"size": size, "samples": 200, "cutout_decodes": 34, "image_format": "jpeg", "jpeg_quality": 92,
+                 "backgrounds": 3, "distractors": 12, "writer_start_s": ws, "composites_per_s": c, "floor_per_s": f,
+                 "ratio_vs_floor": c and round(f / c, 2)}
+                for size, ws, c, f in ((512, 0.41, 59.7, 100.9), (1024, 0.47, 28.3, 55.5))]
+    return {"argv": "--samples 2000 10000 --write", "date": "2026-11-25", "cpu_count": 2, "load_avg_start": 1.2,
+            "load_avg_end": 2.3, "cutouts": "outputs/demo/cutouts", "n_cutouts": 36,
+            "backgrounds": ["demo_kit/backgrounds/rooms"], "targets": {"per_core_ratio": 2.0, "ray_over_plain": 1.15},
+            "per_core": per_core,
+            "job": [{"samples": 2016, "size": 512, "workers": 2, "plain_loop_s": 9.62, "ray_job_s": 14.74,
+                     "ray_over_plain": 1.533, "ray_fixed_s": 5.13},
+                    {"samples": 10008, "size": 512, "workers": 2, "plain_loop_s": 52.03, "ray_job_s": 59.75,
+                     "ray_over_plain": 1.149, "ray_fixed_s": 7.73}],
+            "memory": {"1x": {"samples": 324, "peak_rss_mb": 3301}, "10x": {"samples": 3024, "peak_rss_mb": 3613},
+                       "ratio_10x_vs_1x": 1.095}}
+
+
+def rooms_results(gpu: bool) -> dict:
+    measured = {"cpu": {"dtype": "float32", "images": 16, "bps": {"1": 7.85, "8": 9.44}, "unet_params_m": 1.3,
+                        "pipeline_mb": 4.2, "device_name": "cpu"}}
+    if gpu:
+        measured["cuda"] = {"dtype": "float16", "images": 16, "bps": {"1": 3.1, "8": 5.7}, "unet_params_m": 859.5,
+                            "pipeline_mb": 2100.4, "device_name": "NVIDIA H200"}
+    return {"argv": "--write", "date": "2026-11-25", "batch_sizes": [1, 8],
+            "settings": {"cpu": {"preset": "tiny", "size": 64, "steps": 2, "images": 16, "dtype": "float32"},
+                         "cuda": {"preset": "sd15", "shapes": "full-size SD 1.5", "size": 512, "steps": 20, "images": 16,
+                                  "dtype": "float16"}},
+            "measured": measured, "unmeasured": {} if gpu else {"cuda": "no GPU in this session"},
+            "machine": {"processor": "x86_64", "cores": 2, "torch": "2.14.1", "threads": 2, "load_start": 3.3,
+                        "load_end": 2.9}}
+
+
+def train_results(gpu: bool) -> dict:
+    r = {"argv": "--write", "date": "2026-11-25", "target_ratio": 0.9,
+         "gpu_setting": {"encoder": "efficientnet-b5", "size": 512, "batch": 8, "amp": "bf16"},
+         "overhead": {"setting": "tu-mobilenetv3_small_050 FPN-64, 128 px, batch 8, 1 thread(s), CPU",
+                      "steps_per_epoch": 40, "workers": 1,
+                      "ray": {"steps_per_s": 5.19, "steady_steps_per_s": 5.31, "iterator_start_s": 0.37,
+                              "epochs_timed": 2, "steps": 120, "wall_s": 56.4},
+                      "plain": {"steps_per_s": 6.06, "before": 5.71, "after": 6.41}},
+         "b5_cpu": {"encoder": "efficientnet-b5", "size": 320, "batch": 4, "device": "cpu", "amp": "fp32",
+                    "samples_per_s": 0.833, "params_m": 30.2, "threads": 2},
+         "machine": "x86_64, 2 cores (shared with other jobs), torch 2.14.1, one-minute load average 2.0 at the "
+                    "start and 2.6 at the end"}
+    if gpu:
+        r["b5_gpu"] = {"encoder": "efficientnet-b5", "size": 512, "batch": 8, "device": "cuda", "amp": "bf16",
+                       "samples_per_s": 61.7, "params_m": 30.2, "peak_gib": 11.4, "device_name": "NVIDIA H200"}
+    else:
+        r["gpu_missing"] = "no GPU in this session"
+    return r
+
+
+def serve_results() -> dict:
+    def run(n, c, rps, p50, p99, errors=0):
+        return {"requests": n, "concurrency": c, "errors": errors, "error_kinds": {}, "seconds": round(n / rps, 2),
+                "throughput_rps": rps, "p50_ms": p50, "p99_ms": p99}
+
+    levels = {"1": (run(160, 1, 14.21, 67.3, 114.2), run(160, 1, 29.96, 31.9, 52.0)),
+              "8": (run(160, 8, 24.93, 301.2, 483.8), run(160, 8, 43.05, 180.4, 301.9)),
+              "32": (run(160, 32, 24.39, 1201.5, 1611.9), run(160, 32, 37.58, 770.2, 3282.2))}
+    return {"argv": "--requests 2000 --concurrency 16 --compare-requests 160 --write", "date": "2026-11-25",
+            "out": "outputs/bench/serve_load.json", "model": "the demo model (outputs/demo/train/best) exported to ONNX",
+            "model_input_px": 128, "images": {"count": 8, "min_side": 213, "max_side": 500, "source": "demo-kit eval photos"},
+            "machine": {"cpus": 2, "platform": "Linux", "load_avg_at_start": 2.0, "load_avg_at_end": 3.1},
+            "serve": {"replicas": 1, "max_batch_size": 16, "batch_wait_timeout_s": 0.005, "max_ongoing_requests": 64,
+                      "access_log": False},
+            "targets": {"throughput_ratio_min": 1.5, "at_concurrency": 32, "overhead_ms_max": 10.0},
+            "gpu": "not measured: no GPU in this session",
+            "bare": {"model_p50_ms": 4.2, "decode_encode_p50_ms": 19.2, "repeats": 30},
+            "load": {**run(2000, 16, 24.5, 644.0, 924.0), "rss_after_first": 200, "rss_mb_after_first": 389.2,
+                     "rss_mb_after_all": 399.1, "batch_sizes": {"1": 944, "2": 370, "3": 80, "4": 15, "7": 1}},
+            "comparison": {c: {"ours": o, "plain": p, "throughput_ratio": round(o["throughput_rps"] / p["throughput_rps"], 2),
+                               "p99_ratio": round(o["p99_ms"] / p["p99_ms"], 2)} for c, (o, p) in levels.items()},
+            "comparison_batch_sizes": {"1": 301, "2": 77, "5": 2}, "plain_rss_mb_after_comparison": 251.7}
+
+
+def _summary_row(model: str, n: int, ssim: float, iou: float, mae: float, **extra) -> dict:
+    return {"model": model, "n": n, "ssim_box": ssim, "ssim_box_lo": ssim - 0.031, "ssim_box_hi": ssim + 0.029,
+            "iou": iou, "iou_lo": iou - 0.047, "iou_hi": iou + 0.043, "mae": mae, **extra}
+
+
+def cpu_recipe_results() -> dict:
+    table = []
+    for name, rows in (("ecssd_51-100", [("demo", 50, 0.472, 0.612, 0.152, 0.764), ("dis", 50, 0.873, 0.926, 0.029, 0.966),
+                                         ("segsynth-cpu", 50, 0.506, 0.543, 0.157, 0.688)]),
+                       ("pascal_s_1-100", [("dis", 100, 0.735, 0.740, 0.078, 0.816),
+                                           ("segsynth-cpu", 100, 0.385, 0.297, 0.232, 0.461)])):
+        table += [{"set": name, **_summary_row(m, n, s, i, mae, max_f=f)} for m, n, s, i, mae, f in rows]
+    return {"argv": "--write --also demo=outputs/demo/train/best", "date": "2026-12-01", "cores": 2, "gpu": False,
+            "load_avg": [2.1, 3.4],
+            "also": {"demo": "outputs/demo/train/best"}, "targets": {"ecssd": 0.72, "pascal": 0.58}, "interval": 0.95,
+            "recipe": {"cutouts": 1324, "synth_size": 320, "synth_samples": 15888, "encoder": "tu-tf_efficientnet_lite2",
+                       "encoder_weights": "imagenet", "size": 320, "batch_size": 8, "val_every_steps": 100,
+                       "selection": {"data": "ecssd_dev", "stems": "1-50"}},
+            "held_out": [{"set": "ecssd_51-100", "data": "ecssd_dev", "stems": "51-100"},
+                         {"set": "pascal_s_1-100", "data": "pascal_s_dev", "stems": None}],
+            "table": table,
+            "train": {"steps": 687, "fit_wall_s": 3438.7, "samples_per_s": 1.67, "best_step": 600, "select_on": "ssim_box",
+                      "selected_on": "val_data", "normalization": "lite", "best_val": {"ssim_box": 0.452, "iou": 0.485}},
+            "latency": {"segsynth-cpu": 77.3, "segsynth-cpu_px": 320, "dis": 3043.2, "dis_px": 1024, "images": 20,
+                        "set": "ecssd_51-100", "threads": 2}}
+
+
+def ablation_results() -> dict:
+    def run(name, synth, weights, occ, norm, last_ssim, last_iou, step, wall):
+        return {"name": name, "wall_s": wall, "steps": 150, "last_ssim": last_ssim, "last_iou": last_iou,
+                "best_ssim": last_ssim + 0.013, "best_iou": last_iou + 0.017, "best_step": step, "best": f"x/{name}/best",
+                "normalization": norm, "data": {"synth": synth, "bg_weights": weights, "occluder_prob": occ}}
+
+    recipe = {"white": 0.15, "solid": 0.05, "noise": 0.1, "room": 0.1, "scene": 0.4, "floor_wall": 0.2}
+    held = {s: {m: _summary_row(m, n, ss, i, mae) for m, ss, i, mae in rows}
+            for s, n, rows in (("ecssd_51-100", 50, [("noise-mix-lite", 0.543, 0.608, 0.202), ("rooms-lite", 0.475, 0.538, 0.162)]),
+                               ("pascal_s_1-100", 100, [("noise-mix-lite", 0.425, 0.343, 0.386), ("rooms-lite", 0.339, 0.334, 0.222)]))}
+    return {"date": "2026-12-01", "cores": 2, "out": "outputs/bench/ablation",
+            "settings": {"steps": 150, "val_every": 75, "encoder": "tu-tf_efficientnet_lite0", "size": 224,
+                         "batch_size": 8, "selection": "ecssd_dev 1-50"},
+            "runs": [run("rooms-lite", "outputs/cpu/synth", recipe, 0.1, "lite", 0.409, 0.503, 150, 496.2),
+                     run("rooms-imagenet", "outputs/cpu/synth", recipe, 0.1, "imagenet", 0.391, 0.487, 75, 512.9),
+                     run("noise-mix-lite", "outputs/bench/ablation/synth-noise-mix",
+                         {"noise": 0.8, "white": 0.1, "room": 0.1}, 0.0, "lite", 0.445, 0.533, 150, 538.4)],
+            "held_out": held}
+
+
+def evaluation_results() -> dict:
+    def model(name, kind, path, n, base, ms):
+        return {"model": name, "kind": kind, "path": path, "options": {"threads": 2}, "n": n,
+                **{k: base + 0.011 * i for i, k in enumerate(("ssim_box", "iou", "mae", "max_f", "s_measure", "weighted_f",
+                                                               "e_measure", "boundary_iou", "ap"))},
+                "ssim_box_lo": base - 0.02, "ssim_box_hi": base + 0.02, "iou_lo": base - 0.03, "iou_hi": base + 0.04,
+                "median_ms": ms}
+
+    return {"date": "2026-11-25", "interval": 0.95,
+            "metric_constants": {"ssim_sigma": 1.5, "ssim_k1": 0.01, "ssim_k2": 0.03, "ssim_data_range": 1.0,
+                                 "f_beta2": 0.3, "thresholds": 256},
+            "sets": [{"label": "ECSSD dev (100 pairs)", "folder": "outputs/eval/ecssd_dev", "data": "../shared/data/eval/ecssd_dev",
+                      "stems": None, "threshold": 0.5, "command": "segsynth eval --config configs/eval.yaml",
+                      "models": [model("dis", "onnx-isnet", "../shared/models/isnet-general-fp16.onnx", 100, 0.856, 10796.0),
+                                 model("white-threshold", "white-threshold", None, 100, 0.481, 23.4)]}]}
+
+
+CASES = [
+    ("synth_throughput", synth_results(), frozenset()),
+    ("rooms", rooms_results(gpu=False), frozenset({"batch_sizes"})),
+    ("rooms", rooms_results(gpu=True), frozenset({"batch_sizes"})),
+    ("train_overhead", train_results(gpu=False), frozenset()),
+    ("train_overhead", train_results(gpu=True), frozenset()),
+    ("serve_load", serve_results(), frozenset({"at_concurrency"})),
+    ("cpu_recipe", cpu_recipe_results(), frozenset()),
+    ("recipe_ablation", ablation_results(), frozenset()),
+    ("evaluation", evaluation_results(), frozenset()),
+]
+
+
+@pytest.mark.parametrize("name,results,keep", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_every_number_comes_from_the_results(name, results, keep):
+    module = load(name)
+    changed = perturb(copy.deepcopy(results), keep)
+    a, b = module.section(copy.deepcopy(results)), module.section(changed)
+    assert a.startswith("## "), a[:80]
+    assert a.splitlines()[0] == b.splitlines()[0]  # the heading stays
+    assert "`" in next(line for line in a.splitlines()[1:] if line.strip()), "the command line comes first"
+    assert a != b
+    unchanged = literals(results) & literals(changed)
+    bad = fixed_numbers(a, b, unchanged)
+    assert not bad, "numbers that did not follow the results:\n" + "\n".join(bad)
+
+
+def test_targets_are_computed():
+    """A target verdict follows the figure: the same section says met or missed as the results say."""
+    synth = load("synth_throughput")
+    r = synth_results()
+    r["job"][0]["ray_over_plain"] = 1.10
+    assert "Target at 2016 samples: **met**" in synth.section(r)
+    r["job"][0]["ray_over_plain"] = 1.20
+    assert "Target at 2016 samples: **missed**" in synth.section(r)
+    serve = load("serve_load")
+    s = serve_results()
+    s["comparison"]["32"]["throughput_ratio"] = 1.7
+    assert "**met** (1.7x)" in serve.section(s)
+
+
+def test_scripts_import_without_ray_or_torch():
+    code = ("import importlib.util, sys\n"
+            f"for name in {SCRIPTS!r}:\n"
+            f"    spec = importlib.util.spec_from_file_location('b_' + name, {str(BENCH)!r} + '/' + name + '.py')\n"
+            "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "heavy = [m for m in ('ray', 'torch', 'segsynth.synth.job', 'diffusers') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
