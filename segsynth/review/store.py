@@ -1,0 +1,405 @@
+"""A review task's state in one SQLite file (WAL mode): items, candidates, leases, answers.
+
+Assignment: each item has ``annotators_per_item`` (K) slots. :meth:`Store.next_item` hands an
+annotator one item at a time under a lease (``lease_minutes``): an item they have not answered
+(or skipped) before, whose answers plus other people's live leases leave a slot free. A lease
+that expires goes back to the queue, so a closed tab loses nothing; every hand-out and answer is
+one ``BEGIN IMMEDIATE`` transaction, so two annotators never get the same slot.
+
+Answers keep the annotator, time, latency, the choice as the annotator saw it (a display id
+``"1".."9"``, ``none``, ``tie``, ``skip``) and as it means (the candidate's name and version,
+``none``, ``tie``); an edit or an undo supersedes the old row instead of deleting it.
+
+A compare task shows its candidates in a random order per item and annotator
+(``rng_for(seed, "order", item, annotator)``): display ids map to models on the server only.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from segsynth.rng import rng_for
+
+DB_FILE = "task.sqlite"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT PRIMARY KEY, position INTEGER NOT NULL, stem TEXT NOT NULL, image TEXT NOT NULL,
+    category TEXT NOT NULL DEFAULT '', width INTEGER NOT NULL, height INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    item_id TEXT NOT NULL REFERENCES items(item_id), cand_id TEXT NOT NULL, position INTEGER NOT NULL,
+    name TEXT NOT NULL, version TEXT, source TEXT NOT NULL, PRIMARY KEY (item_id, cand_id));
+CREATE TABLE IF NOT EXISTS leases (
+    item_id TEXT NOT NULL REFERENCES items(item_id), annotator TEXT NOT NULL,
+    leased_at REAL NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (item_id, annotator));
+CREATE TABLE IF NOT EXISTS answers (
+    answer_id INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL REFERENCES items(item_id),
+    annotator TEXT NOT NULL, choice TEXT NOT NULL, meaning TEXT NOT NULL, version TEXT,
+    shown TEXT NOT NULL, created_at REAL NOT NULL, latency_ms REAL,
+    superseded INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS answers_item ON answers (item_id, superseded);
+CREATE INDEX IF NOT EXISTS answers_annotator ON answers (annotator, superseded);
+CREATE INDEX IF NOT EXISTS answers_item_annotator ON answers (item_id, annotator, superseded);
+CREATE TABLE IF NOT EXISTS flags (
+    item_id TEXT NOT NULL REFERENCES items(item_id), annotator TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL);
+"""
+
+
+class ReviewError(Exception):
+    """A request the task cannot take; ``status`` is the HTTP status the app answers with."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Lease:
+    item_id: str
+    annotator: str
+    expires_at: float
+    order: tuple[str, ...]  # cand_ids in display order: display id "1" is order[0]
+    resumed: bool  # the annotator's own live lease, handed out again (a reload)
+
+
+def _order(kind: str, seed: int, item_id: str, annotator: str, cand_ids: list[str]) -> tuple[str, ...]:
+    if kind != "compare":
+        return tuple(cand_ids)
+    perm = rng_for(seed, "order", item_id, annotator).permutation(len(cand_ids))
+    return tuple(cand_ids[i] for i in perm)
+
+
+class Store:
+    """The task's SQLite file; a connection per call, so it is safe from any thread or process."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / DB_FILE
+        if not self.path.is_file():
+            raise ReviewError(404, "no_task", f"{self.folder} holds no review task ({DB_FILE}); "
+                                              "make one with `segsynth review create`")
+        self.meta = self._read_meta()
+
+    # ---------------------------------------------------------- creation
+    @classmethod
+    def create(cls, folder: str | Path, meta: dict, items: list[dict], candidates: list[dict]) -> "Store":
+        """A new task file with ``items`` (``item_id, stem, image, category, width, height``) and
+        ``candidates`` (``item_id, cand_id, name, version, source``), in their order."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / DB_FILE
+        if path.exists():
+            raise ReviewError(409, "task_exists", f"{path} exists already; choose another out or delete that folder")
+        con = sqlite3.connect(path)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)
+            with con:
+                con.executemany("INSERT INTO meta VALUES (?, ?)",
+                                [(k, json.dumps(v)) for k, v in {**meta, "schema": SCHEMA_VERSION, "status": "open",
+                                                                  "created_at": time.time()}.items()])
+                con.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [(it["item_id"], i, it["stem"], it["image"], it.get("category", ""), it["width"],
+                                  it["height"]) for i, it in enumerate(items)])
+                con.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?)",
+                                [(c["item_id"], c["cand_id"], i, c["name"], c.get("version"), c["source"])
+                                 for i, c in enumerate(candidates)])
+        finally:
+            con.close()
+        return cls(folder)
+
+    # ---------------------------------------------------------- plumbing
+    def connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA busy_timeout=30000")
+        con.execute("PRAGMA foreign_keys=ON")
+        # WAL + NORMAL: a commit survives the app or its machine's process dying (the WAL is on disk);
+        # only an OS crash or power loss can drop the last commits. It spares an fsync per answer.
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: writers queue, none interleave). Writers in
+        this process queue on a lock first: SQLite's own busy wait sleeps in growing steps, which
+        under many concurrent annotators costs seconds at the tail; other processes still queue
+        on SQLite's lock."""
+        with _write_lock(self.path), self._write() as con:
+            yield con
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        con = self.connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    def _read_meta(self) -> dict:
+        con = self.connect()
+        try:
+            return {r["key"]: json.loads(r["value"]) for r in con.execute("SELECT key, value FROM meta")}
+        finally:
+            con.close()
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def per_item(self) -> int:
+        return int(self.meta["annotators_per_item"])
+
+    def is_open(self, con: sqlite3.Connection | None = None) -> bool:
+        own = con is None
+        con = con or self.connect()
+        try:
+            return json.loads(con.execute("SELECT value FROM meta WHERE key='status'").fetchone()[0]) == "open"
+        finally:
+            if own:
+                con.close()
+
+    def close_task(self) -> None:
+        """No more hand-outs or answers (export still works); live leases end."""
+        with self.transaction() as con:
+            con.execute("UPDATE meta SET value=? WHERE key='status'", (json.dumps("closed"),))
+            con.execute("DELETE FROM leases")
+
+    def _cand_ids(self, con: sqlite3.Connection, item_id: str) -> list[str]:
+        return [r[0] for r in con.execute("SELECT cand_id FROM candidates WHERE item_id=? ORDER BY position", (item_id,))]
+
+    def _check_item(self, con: sqlite3.Connection, item_id: str) -> None:
+        if con.execute("SELECT 1 FROM items WHERE item_id=?", (item_id,)).fetchone() is None:
+            raise ReviewError(404, "unknown_item", f"item {item_id!r} is not in this task")
+
+    # ---------------------------------------------------------- hand-out
+    def next_item(self, annotator: str, now: float | None = None) -> Lease | None:
+        """The item leased to ``annotator``: their live lease if they hold one (a reload), else a
+        new one on the first item with a free slot that they have not seen; None when none is left."""
+        annotator = check_annotator(annotator)
+        now = time.time() if now is None else now
+        expires = now + 60.0 * float(self.meta["lease_minutes"])
+        with self.transaction() as con:
+            if not self.is_open(con):
+                raise ReviewError(409, "task_closed", "this task is closed; it takes no more answers")
+            con.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
+            held = con.execute("SELECT item_id FROM leases WHERE annotator=? ORDER BY leased_at LIMIT 1",
+                               (annotator,)).fetchone()
+            if held is not None:
+                con.execute("UPDATE leases SET expires_at=? WHERE item_id=? AND annotator=?", (expires, held[0], annotator))
+                return self._lease(con, held[0], annotator, expires, resumed=True)
+            row = con.execute(
+                """SELECT i.item_id FROM items i
+                   WHERE NOT EXISTS (SELECT 1 FROM answers a WHERE a.item_id=i.item_id AND a.annotator=? AND a.superseded=0)
+                     AND (SELECT COUNT(*) FROM answers a WHERE a.item_id=i.item_id AND a.superseded=0 AND a.choice!='skip')
+                       + (SELECT COUNT(*) FROM leases l WHERE l.item_id=i.item_id) < ?
+                   ORDER BY i.position LIMIT 1""", (annotator, self.per_item)).fetchone()
+            if row is None:
+                return None
+            con.execute("INSERT INTO leases VALUES (?, ?, ?, ?)", (row[0], annotator, now, expires))
+            return self._lease(con, row[0], annotator, expires, resumed=False)
+
+    def _lease(self, con, item_id: str, annotator: str, expires: float, resumed: bool) -> Lease:
+        order = _order(self.kind, int(self.meta["seed"]), item_id, annotator, self._cand_ids(con, item_id))
+        return Lease(item_id, annotator, expires, order, resumed)
+
+    def order_for(self, item_id: str, annotator: str) -> tuple[str, ...]:
+        con = self.connect()
+        try:
+            return _order(self.kind, int(self.meta["seed"]), item_id, annotator, self._cand_ids(con, item_id))
+        finally:
+            con.close()
+
+    # ---------------------------------------------------------- answers
+    def _meaning(self, con, item_id: str, annotator: str, choice: str) -> tuple[str, str | None, list[str]]:
+        """(meaning, version, shown names in display order) of a display ``choice``."""
+        order = _order(self.kind, int(self.meta["seed"]), item_id, annotator, self._cand_ids(con, item_id))
+        names = {r["cand_id"]: (r["name"], r["version"]) for r in
+                 con.execute("SELECT cand_id, name, version FROM candidates WHERE item_id=?", (item_id,))}
+        shown = [names[c][0] for c in order]
+        valid = [str(i + 1) for i in range(len(order))] + ["none", "skip"] + (["tie"] if self.kind == "compare" else [])
+        if choice not in valid:
+            raise ReviewError(422, "unknown_choice", f"choice {choice!r} is not valid for item {item_id!r}; "
+                                                     f"valid: {', '.join(valid)}")
+        if choice.isdigit():
+            name, version = names[order[int(choice) - 1]]
+            return name, version, shown
+        return choice, None, shown
+
+    def answer(self, item_id: str, annotator: str, choice: str, latency_ms: float | None = None,
+               now: float | None = None) -> dict:
+        """Store ``annotator``'s answer on the item leased to them (one transaction); the lease ends."""
+        annotator = check_annotator(annotator)
+        now = time.time() if now is None else now
+        with self.transaction() as con:
+            if not self.is_open(con):
+                raise ReviewError(409, "task_closed", "this task is closed; it takes no more answers")
+            self._check_item(con, item_id)
+            lease = con.execute("SELECT expires_at FROM leases WHERE item_id=? AND annotator=?",
+                                (item_id, annotator)).fetchone()
+            if lease is None or lease[0] <= now:
+                if con.execute("SELECT 1 FROM answers WHERE item_id=? AND annotator=? AND superseded=0",
+                               (item_id, annotator)).fetchone():
+                    raise ReviewError(409, "already_answered", f"{annotator} has answered item {item_id!r} already; "
+                                                                "change it with PATCH /api/answers/{item_id}")
+                con.execute("DELETE FROM leases WHERE item_id=? AND annotator=?", (item_id, annotator))
+                raise ReviewError(409, "lease_expired" if lease else "no_lease",
+                                  f"item {item_id!r} is not leased to {annotator} (the lease "
+                                  + ("expired" if lease else "was never given") + "); ask GET /api/next for an item")
+            meaning, version, shown = self._meaning(con, item_id, annotator, choice)
+            cur = con.execute("INSERT INTO answers (item_id, annotator, choice, meaning, version, shown, created_at, latency_ms) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              (item_id, annotator, choice, meaning, version, json.dumps(shown), now, latency_ms))
+            con.execute("DELETE FROM leases WHERE item_id=? AND annotator=?", (item_id, annotator))
+            return {"answer_id": cur.lastrowid, "item_id": item_id, "choice": choice}
+
+    def edit(self, item_id: str, annotator: str, choice: str, now: float | None = None) -> dict:
+        """Change ``annotator``'s answer on an item (the old row is kept, superseded)."""
+        annotator = check_annotator(annotator)
+        now = time.time() if now is None else now
+        with self.transaction() as con:
+            if not self.is_open(con):
+                raise ReviewError(409, "task_closed", "this task is closed; its answers can no longer change")
+            self._check_item(con, item_id)
+            old = con.execute("SELECT answer_id, latency_ms FROM answers WHERE item_id=? AND annotator=? AND superseded=0",
+                              (item_id, annotator)).fetchone()
+            if old is None:
+                raise ReviewError(404, "no_answer", f"{annotator} has no answer on item {item_id!r} to change")
+            meaning, version, shown = self._meaning(con, item_id, annotator, choice)
+            con.execute("UPDATE answers SET superseded=1 WHERE answer_id=?", (old["answer_id"],))
+            cur = con.execute("INSERT INTO answers (item_id, annotator, choice, meaning, version, shown, created_at, latency_ms) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              (item_id, annotator, choice, meaning, version, json.dumps(shown), now, old["latency_ms"]))
+            return {"answer_id": cur.lastrowid, "item_id": item_id, "choice": choice}
+
+    def undo(self, annotator: str, now: float | None = None) -> Lease | None:
+        """Take back ``annotator``'s last answer: it is superseded and its item leased to them again
+        (their current lease, if any, goes back to the queue). None when there is nothing to undo."""
+        annotator = check_annotator(annotator)
+        now = time.time() if now is None else now
+        with self.transaction() as con:
+            if not self.is_open(con):
+                raise ReviewError(409, "task_closed", "this task is closed; its answers can no longer change")
+            last = con.execute("SELECT answer_id, item_id FROM answers WHERE annotator=? AND superseded=0 "
+                               "ORDER BY answer_id DESC LIMIT 1", (annotator,)).fetchone()
+            if last is None:
+                return None
+            con.execute("UPDATE answers SET superseded=1 WHERE answer_id=?", (last["answer_id"],))
+            con.execute("DELETE FROM leases WHERE annotator=?", (annotator,))
+            expires = now + 60.0 * float(self.meta["lease_minutes"])
+            con.execute("INSERT INTO leases VALUES (?, ?, ?, ?)", (last["item_id"], annotator, now, expires))
+            return self._lease(con, last["item_id"], annotator, expires, resumed=False)
+
+    def flag(self, item_id: str, annotator: str, note: str = "") -> None:
+        annotator = check_annotator(annotator)
+        with self.transaction() as con:
+            self._check_item(con, item_id)
+            con.execute("INSERT INTO flags VALUES (?, ?, ?, ?)", (item_id, annotator, note[:500], time.time()))
+
+    # ---------------------------------------------------------- reading
+    def item(self, item_id: str) -> dict:
+        con = self.connect()
+        try:
+            row = con.execute("SELECT * FROM items WHERE item_id=?", (item_id,)).fetchone()
+            if row is None:
+                raise ReviewError(404, "unknown_item", f"item {item_id!r} is not in this task")
+            return dict(row)
+        finally:
+            con.close()
+
+    def candidates(self, item_id: str) -> dict[str, dict]:
+        con = self.connect()
+        try:
+            return {r["cand_id"]: dict(r) for r in con.execute("SELECT * FROM candidates WHERE item_id=?", (item_id,))}
+        finally:
+            con.close()
+
+    def history(self, annotator: str, limit: int = 20) -> list[dict]:
+        """``annotator``'s latest answers, newest first (what the side list shows)."""
+        annotator = check_annotator(annotator)
+        con = self.connect()
+        try:
+            rows = con.execute("SELECT a.item_id, a.choice, a.created_at, i.stem FROM answers a JOIN items i USING (item_id) "
+                               "WHERE a.annotator=? AND a.superseded=0 ORDER BY a.answer_id DESC LIMIT ?",
+                               (annotator, limit)).fetchall()
+            return [dict(r) for r in rows]
+        finally:
+            con.close()
+
+    def answers(self, include_superseded: bool = False) -> list[dict]:
+        """Every answer with its item's stem and category, in the order given."""
+        con = self.connect()
+        try:
+            where = "" if include_superseded else "WHERE a.superseded=0"
+            rows = con.execute(f"SELECT a.*, i.stem, i.category FROM answers a JOIN items i USING (item_id) {where} "
+                               "ORDER BY a.answer_id").fetchall()
+            return [{**dict(r), "shown": json.loads(r["shown"])} for r in rows]
+        finally:
+            con.close()
+
+    def flags(self) -> list[dict]:
+        con = self.connect()
+        try:
+            return [dict(r) for r in con.execute("SELECT * FROM flags ORDER BY created_at")]
+        finally:
+            con.close()
+
+    def progress(self, now: float | None = None) -> dict:
+        now = time.time() if now is None else now
+        con = self.connect()
+        try:
+            n_items = con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            counted = con.execute("SELECT item_id, COUNT(*) FROM answers WHERE superseded=0 AND choice!='skip' "
+                                  "GROUP BY item_id").fetchall()
+            per = {r[0]: r[1] for r in counted}
+            done = sum(1 for v in per.values() if v >= self.per_item)
+            annotators = {r[0]: {"answers": r[1], "skips": r[2]} for r in con.execute(
+                "SELECT annotator, SUM(choice!='skip'), SUM(choice='skip') FROM answers WHERE superseded=0 GROUP BY annotator")}
+            leased = con.execute("SELECT COUNT(*) FROM leases WHERE expires_at > ?", (now,)).fetchone()[0]
+            slots = n_items * self.per_item
+            answered = sum(min(v, self.per_item) for v in per.values())
+            return {"items": n_items, "annotators_per_item": self.per_item, "slots": slots, "answered": answered,
+                    "items_done": done, "leased": leased, "open": self.is_open(con),
+                    "fraction": round(answered / slots, 4) if slots else 1.0, "annotators": annotators}
+        finally:
+            con.close()
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: Path) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(path.resolve()), threading.Lock())
+
+
+def check_annotator(name: str) -> str:
+    """An annotator's name as given, stripped; refused when empty or overlong."""
+    name = (name or "").strip()
+    if not name or len(name) > 64 or any(c in name for c in "/\\\n\r\t"):
+        raise ReviewError(422, "bad_annotator", "give your name (1-64 characters, no slashes or line breaks)")
+    return name
+
+
+def shown_rng_check(seed: int, item_id: str, annotator: str, n: int) -> np.ndarray:
+    """The permutation a compare task uses for ``(item, annotator)`` (for tests and audits)."""
+    return rng_for(seed, "order", item_id, annotator).permutation(n)
