@@ -42,12 +42,27 @@ class _TerminalFilter(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (test runners swap it)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup(verbose: bool = False) -> None:
     """Terminal logging for the ``segsynth`` command (safe to call again)."""
     _state["verbose"] = verbose
     root = logging.getLogger()
     if not _state["configured"]:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(FILE_FORMAT if verbose else TERMINAL_FORMAT, datefmt="%H:%M:%S"))
         handler.addFilter(_TerminalFilter())
         handler.set_name("segsynth-terminal")

@@ -17,7 +17,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
-SCRIPTS = ["synth_throughput", "rooms", "train_overhead", "serve_load", "cpu_recipe", "recipe_ablation", "evaluation"]
+SCRIPTS = ["synth_throughput", "rooms", "train_overhead", "serve_load", "cpu_recipe", "recipe_ablation", "evaluation",
+           "review"]
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -234,6 +235,22 @@ def evaluation_results() -> dict:
                                  model("white-threshold", "white-threshold", None, 100, 0.481, 23.4)]}]}
 
 
+def review_results(lost: int = 0) -> dict:
+    def kind(apm, med, p90, kb):
+        return {"answers": 20, "answers_per_minute": apm, "to_next_ms_median": med, "to_next_ms_p90": p90, "item_kb_median": kb}
+
+    def load(n, wall, ok, med, p99):
+        return {"annotators": n, "seconds": 20.0, "wall_s": wall, "answers_ok": ok, "answers_per_s": ok / wall,
+                "answer_ms_median": med, "answer_ms_p99": p99, "stored": ok - lost}
+
+    return {"date": "2026-12-01", "command": "python benchmarks/review.py --write", "items": 24,
+            "machine": {"cpus": 2, "python": "3.11.7", "load_avg_start": 1.4, "load_avg_end": 1.7},
+            "candidates": ["white", "demo-model"], "photos": "demo_kit/catalog/images (IKEA catalog)",
+            "pick": kind(292.47, 189.3, 218.5, 151.59), "accept": kind(355.75, 154.9, 167.99, 84.1),
+            "compare": kind(309.56, 179.66, 229.45, 151.6),
+            "load": {"one": load(1, 6.28, 300, 9.97, 14.42), "many": load(20, 20.26, 1070, 177.46, 312.09), "items": 300}}
+
+
 CASES = [
     ("synth_throughput", synth_results(), frozenset()),
     ("rooms", rooms_results(gpu=False), frozenset({"batch_sizes"})),
@@ -244,6 +261,7 @@ CASES = [
     ("cpu_recipe", cpu_recipe_results(), frozenset()),
     ("recipe_ablation", ablation_results(), frozenset()),
     ("evaluation", evaluation_results(), frozenset()),
+    ("review", review_results(), frozenset()),
 ]
 
 
@@ -273,6 +291,9 @@ def test_targets_are_computed():
     s = serve_results()
     s["comparison"]["32"]["throughput_ratio"] = 1.7
     assert "**met** (1.7x)" in serve.section(s)
+    review = load("review")
+    assert "No answer was lost under load" in review.section(review_results())
+    assert "3 accepted answers are missing from the database" in review.section(review_results(lost=3))
 
 
 def test_scripts_import_without_ray_or_torch():
