@@ -147,11 +147,20 @@ PREDICTORS: dict[str, Callable[..., Predictor]] = {
 }
 
 
+def card_path(model_file: str | Path) -> Path:
+    """Where an exported model's card sits: ``X.json`` beside ``X.onnx``, ``X.ts.json`` beside
+    ``X.ts`` (so both exports of one checkpoint can share its folder)."""
+    p = Path(model_file)
+    return p.with_suffix(".json") if p.suffix == ".onnx" else Path(str(p) + ".json")
+
+
 def infer_kind(path: str | None) -> str:
-    """Guess a predictor kind from a path: a checkpoint folder, or an ONNX file."""
+    """Guess a predictor kind from a path: a checkpoint folder, a TorchScript or an ONNX file."""
     if path is None:
         return "white-threshold"
     p = str(path)
+    if p.endswith(".ts"):
+        return "torchscript"
     if p.endswith(".onnx"):
         # our exports carry a model card beside them; anything else is a salient-object graph
         return "onnx" if Path(p).with_suffix(".json").is_file() and "onnx" in PREDICTORS else "onnx-isnet"
@@ -168,7 +177,7 @@ def load_predictor(path: str | None = None, kind: str | None = None, **options) 
     if path is not None and kind != "white-threshold":
         from segsynth import io
 
-        io.require_input(path, "model", "file" if kind.startswith("onnx") else "folder")
+        io.require_input(path, "model", "file" if kind.startswith("onnx") or kind == "torchscript" else "folder")
     return PREDICTORS[kind](path, **options)
 
 
@@ -243,11 +252,11 @@ class OnnxModelPredictor(PaddedModelPredictor):
         import json
 
         self.path = str(path)
-        card_path = Path(self.path).with_suffix(".json")
-        if not card_path.is_file():
-            raise FileNotFoundError(f"{card_path} is missing: the model card written by `segsynth export` must "
+        card_file = card_path(self.path)
+        if not card_file.is_file():
+            raise FileNotFoundError(f"{card_file} is missing: the model card written by `segsynth export` must "
                                     "sit beside the .onnx file (or load a salient-object graph with kind='onnx-isnet')")
-        card = json.loads(card_path.read_text())
+        card = json.loads(card_file.read_text())
         self.session = _ort_session(self.path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.outputs_probability = card.get("output", "probability") == "probability"
@@ -259,7 +268,41 @@ class OnnxModelPredictor(PaddedModelPredictor):
         return y if self.outputs_probability else 1.0 / (1.0 + np.exp(-y))
 
 
+class TorchScriptPredictor(PaddedModelPredictor):
+    """A TorchScript file exported by ``segsynth export --format torchscript`` (``X.ts``, its card
+    ``X.ts.json`` beside it); it outputs probabilities. Runs without the training code or smp."""
+
+    kind = "torchscript"
+
+    def __init__(self, path: str, device: str = "auto", batch_size: int = 8, threads: int | None = None):
+        import json
+
+        import torch
+
+        self.path = str(path)
+        card_file = card_path(self.path)
+        if not card_file.is_file():
+            raise FileNotFoundError(f"{card_file} is missing: the model card written by `segsynth export` must "
+                                    "sit beside the .ts file")
+        card = json.loads(card_file.read_text())
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        self.model = torch.jit.load(self.path, map_location=self.device).eval()
+        self.name = card.get("name") or Path(self.path).stem
+        super().__init__(card, batch_size)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(x).to(self.device)).float()[:, 0].cpu().numpy()
+
+
 PREDICTORS.update({
     "checkpoint": lambda path, **kw: CheckpointPredictor(path, **kw),
     "onnx": lambda path, **kw: OnnxModelPredictor(path, **kw),
+    "torchscript": lambda path, **kw: TorchScriptPredictor(path, **kw),
 })

@@ -6,7 +6,8 @@ width are dynamic) and returns ``mask (N, 1, H, W)``, probabilities 0..1 (the si
 the graph). A model card ``FILE.json`` beside it records the preprocessing (what
 :class:`segsynth.predict.OnnxModelPredictor` replays), the training config and metrics, and the
 measured torch-vs-export difference. The default output names never overwrite the checkpoint's
-own ``model.pt`` (TorchScript goes to ``model.torchscript.pt``).
+own ``model.pt`` (TorchScript goes to ``model.ts``, its card to ``model.ts.json``). Both load
+with ``segsynth.predict.load_predictor(path)``.
 
     segsynth export outputs/demo/train/best --format onnx --out outputs/demo/model.onnx
     predictor = load_predictor("outputs/demo/model.onnx")     # kind "onnx", from the card
@@ -24,16 +25,18 @@ from typing import Literal, Optional
 
 import numpy as np
 
+from segsynth.predict import card_path
+
 log = logging.getLogger(__name__)
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # never model.pt: the checkpoint's weights
+FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}  # never model.pt: the checkpoint's weights
 PARITY_TOLERANCE = 1e-3  # max |export - torch| on a random batch; above it the export is refused
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ckpt", metavar="CKPT", help="checkpoint folder (model.pt + model_card.json), e.g. OUT/best")
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="export format (default onnx)")
-    parser.add_argument("--out", default=None, help="output file (default CKPT/model.onnx or CKPT/model.pt)")
+    parser.add_argument("--out", default=None, help="output file (default CKPT/model.onnx or CKPT/model.ts)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
 
 
@@ -89,7 +92,7 @@ def export(ckpt: str, fmt: str = "onnx", out: str | None = None, opset: int = 17
                 "input": {"name": "image", "shape": ["batch", 3, "height", "width"], "dtype": "float32"},
                 "dynamic_axes": ["batch", "height", "width"], "opset": opset if fmt == "onnx" else None,
                 "parity_max_abs_diff": diff}
-    out_path.with_suffix(".json").write_text(json.dumps(exported, indent=2, default=str))
+    card_path(out_path).write_text(json.dumps(exported, indent=2, default=str))
     log.info("exported %s -> %s (max |diff| vs torch %.2e)", ckpt, out_path, diff)
     return exported
 
@@ -124,7 +127,7 @@ class ExportConfig:
 
     ckpt: str = "outputs/train/best"
     format: Literal["onnx", "torchscript"] = "onnx"
-    out: Optional[str] = None  # default CKPT/model.onnx (or model.torchscript.pt)
+    out: Optional[str] = None  # default CKPT/model.onnx (or model.ts)
     opset: int = 17
 
 
@@ -132,12 +135,12 @@ def run(cfg: ExportConfig, address: str | None = None) -> dict:
     """Export as :func:`export` does; ``address`` is unused (no Ray)."""
     card = export(cfg.ckpt, cfg.format, cfg.out, cfg.opset)
     out = cfg.out or str(Path(cfg.ckpt) / f"model{FORMATS[cfg.format]}")
-    return {"out": out, "card": str(Path(out).with_suffix(".json")), "parity_max_abs_diff": card["parity_max_abs_diff"]}
+    return {"out": out, "card": str(card_path(out)), "parity_max_abs_diff": card["parity_max_abs_diff"]}
 
 
 def main(args: argparse.Namespace) -> int:
     card = export(args.ckpt, args.format, args.out, args.opset)
     out = args.out or str(Path(args.ckpt) / f"model{FORMATS[args.format]}")
-    sys.stdout.write(json.dumps({"out": out, "card": str(Path(out).with_suffix(".json")),
+    sys.stdout.write(json.dumps({"out": out, "card": str(card_path(out)),
                                  "parity_max_abs_diff": card["parity_max_abs_diff"]}, indent=2) + "\n")
     return 0

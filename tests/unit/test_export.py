@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -45,9 +47,30 @@ def test_onnx_parity_dynamic_batch(ckpt, tmp_path):
 def test_torchscript_parity(ckpt, tmp_path):
     from segsynth.train.export import export
 
-    out = tmp_path / "model.pt"
+    out = tmp_path / "model.ts"
     card = export(str(ckpt), "torchscript", str(out))
-    assert card["parity_max_abs_diff"] < 1e-3 and out.with_suffix(".json").is_file()
+    assert card["parity_max_abs_diff"] < 1e-3 and (tmp_path / "model.ts.json").is_file()
+
+
+def test_every_export_loads_back_beside_the_checkpoint(ckpt):
+    """Both formats export into the checkpoint folder by default, side by side and without
+    touching its weights, and each loads with load_predictor and gives the checkpoint's masks."""
+    from segsynth.predict import load_predictor
+    from segsynth.train.export import export
+
+    weights = (Path(ckpt) / "model.pt").read_bytes()
+    export(str(ckpt), "onnx")
+    export(str(ckpt), "torchscript")
+    names = {p.name for p in Path(ckpt).iterdir()}
+    assert {"model.onnx", "model.json", "model.ts", "model.ts.json"} <= names
+    assert (Path(ckpt) / "model.pt").read_bytes() == weights
+    images = [np.random.default_rng(i).integers(0, 255, (37 + 11 * i, 61, 3), np.uint8) for i in range(3)]
+    ref = load_predictor(str(ckpt)).predict(images)
+    for path, kind in ((Path(ckpt) / "model.onnx", "onnx"), (Path(ckpt) / "model.ts", "torchscript")):
+        pred = load_predictor(str(path))
+        assert pred.kind == kind
+        for got, want in zip(pred.predict(images), ref):
+            assert got.shape == want.shape and np.abs(got - want).max() < 1e-3, kind
 
 
 def test_unknown_format():
