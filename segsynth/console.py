@@ -117,6 +117,7 @@ def stage_logs(stage: str, out: str | None) -> Iterator[str | None]:
     level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
+    started = time.time()
     try:
         yield path
     finally:
@@ -124,7 +125,7 @@ def stage_logs(stage: str, out: str | None) -> Iterator[str | None]:
         root.setLevel(level)
         handler.close()
         if io.exists(out):
-            _copy_ray_logs(io.join(out, LOG_DIR, "ray"))
+            _copy_ray_logs(io.join(out, LOG_DIR, "ray"), since=started)
             if not live:
                 try:
                     io.write_bytes(path, Path(target).read_bytes())
@@ -203,16 +204,18 @@ def route_native_stderr() -> bool:
     return True
 
 
-def _copy_ray_logs(dest: str) -> None:
-    """Copy the workers' output of the embedded local Ray (``worker-*.out/.err``) into ``dest``;
-    on a cluster they stay on the nodes (``ray logs`` reads them)."""
+def _copy_ray_logs(dest: str, since: float) -> None:
+    """Copy the workers' output of the embedded local Ray (``worker-*.out/.err``) written since
+    ``since`` (this stage's, not the whole session's again) into ``dest``; on a cluster they stay
+    on the nodes (``ray logs`` reads them)."""
     from segsynth import io
 
     session = os.environ.get("SEGSYNTH_RAY_SESSION_DIR")
     if not session or not Path(session, "logs").is_dir():
         return
     for f in sorted(Path(session, "logs").glob("worker-*")):
-        if f.suffix in (".out", ".err") and f.stat().st_size > 0:
+        st = f.stat()
+        if f.suffix in (".out", ".err") and st.st_size > 0 and st.st_mtime >= since:
             try:
                 io.write_bytes(io.join(dest, f.name), f.read_bytes())
             except OSError:
@@ -226,7 +229,7 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
 
     tty = sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True,
-                mininterval=0.5 if tty else 30.0, disable=kwargs.pop("disable", False), **kwargs)
+                mininterval=0.5 if tty else 30.0, **kwargs)
 
 
 class FileProgress:
@@ -277,12 +280,15 @@ class FileProgress:
         self._thread.join(timeout=10)
 
 
-def write_progress(path: str, step: int, total: int, postfix: str = "", _last: dict = {}) -> None:
+_PROGRESS_WRITTEN: dict[str, float] = {}  # path -> when write_progress last wrote it
+
+
+def write_progress(path: str, step: int, total: int, postfix: str = "") -> None:
     """Rewrite ``path`` with ``{"step", "total", "postfix"}``, at most every 2 s (and at the end)."""
     now = time.monotonic()
-    if step < total and now - _last.get(path, 0.0) < 2.0:
+    if step < total and now - _PROGRESS_WRITTEN.get(path, 0.0) < 2.0:
         return
-    _last[path] = now
+    _PROGRESS_WRITTEN[path] = now
     import json
 
     from segsynth import io

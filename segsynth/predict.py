@@ -216,21 +216,37 @@ class PaddedModelPredictor(Predictor):
         return {**self._card, "name": self.name, "kind": self.kind, "path": self.path}
 
 
+def _torch_device(device: str, threads: int | None):
+    """``auto`` -> cuda when available, else cpu; ``threads`` sets torch's intra-op threads."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def _exported_card(path: str, hint: str = "") -> dict:
+    """The model card ``segsynth export`` wrote beside ``path`` (:func:`card_path`)."""
+    import json
+
+    card_file = card_path(path)
+    if not card_file.is_file():
+        raise FileNotFoundError(f"{card_file} is missing: the model card written by `segsynth export` must "
+                                f"sit beside {Path(path).name}{hint}")
+    return json.loads(card_file.read_text())
+
+
 class CheckpointPredictor(PaddedModelPredictor):
     """A training checkpoint folder (``model.pt`` + ``model_card.json``), run with torch."""
 
     kind = "checkpoint"
 
     def __init__(self, path: str, device: str = "auto", batch_size: int = 8, threads: int | None = None):
-        import torch
-
         from segsynth.model import load_model_folder
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if threads:
-            torch.set_num_threads(threads)
-        self.path, self.device = str(path), torch.device(device)
+        self.path, self.device = str(path), _torch_device(device, threads)
         self.model, card = load_model_folder(self.path, self.device)
         self.name = card.get("name") or Path(self.path.rstrip("/")).name
         super().__init__(card, batch_size)
@@ -249,14 +265,8 @@ class OnnxModelPredictor(PaddedModelPredictor):
     kind = "onnx"
 
     def __init__(self, path: str, batch_size: int = 8, threads: int | None = None):
-        import json
-
         self.path = str(path)
-        card_file = card_path(self.path)
-        if not card_file.is_file():
-            raise FileNotFoundError(f"{card_file} is missing: the model card written by `segsynth export` must "
-                                    "sit beside the .onnx file (or load a salient-object graph with kind='onnx-isnet')")
-        card = json.loads(card_file.read_text())
+        card = _exported_card(self.path, " (or load a salient-object graph with kind='onnx-isnet')")
         self.session = _ort_session(self.path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.outputs_probability = card.get("output", "probability") == "probability"
@@ -275,21 +285,11 @@ class TorchScriptPredictor(PaddedModelPredictor):
     kind = "torchscript"
 
     def __init__(self, path: str, device: str = "auto", batch_size: int = 8, threads: int | None = None):
-        import json
-
         import torch
 
         self.path = str(path)
-        card_file = card_path(self.path)
-        if not card_file.is_file():
-            raise FileNotFoundError(f"{card_file} is missing: the model card written by `segsynth export` must "
-                                    "sit beside the .ts file")
-        card = json.loads(card_file.read_text())
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = torch.device(device)
+        card = _exported_card(self.path)
+        self.device = _torch_device(device, threads)
         self.model = torch.jit.load(self.path, map_location=self.device).eval()
         self.name = card.get("name") or Path(self.path).stem
         super().__init__(card, batch_size)

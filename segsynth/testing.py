@@ -267,7 +267,9 @@ class AppServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = __import__("threading").Thread(target=self.server.run, daemon=True)
+        import threading
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
         import time

@@ -178,10 +178,10 @@ def create_app(task_dir: str | Path) -> FastAPI:
 
     @app.get("/api/item/{item_id}", summary="An item you answered, with your answer")
     def item(item_id: str, annotator: str = Query(...)) -> dict:
-        mine = [a for a in store.history(annotator, limit=10_000) if a["item_id"] == item_id]
-        if not mine:
+        answer = store.answer_of(item_id, annotator)
+        if answer is None:
             raise ReviewError(404, "no_answer", f"{annotator} has no answer on item {item_id!r}")
-        return {**item_view(item_id, annotator), "answer": mine[0]["choice"]}
+        return {**item_view(item_id, annotator), "answer": answer}
 
     @app.get("/api/history", summary="Your latest answers, newest first")
     def history(annotator: str = Query(...), limit: int = Query(20, ge=1, le=500)) -> list[dict]:

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 
 from segsynth.rng import rng_for
 
@@ -177,6 +176,10 @@ class Store:
             if own:
                 con.close()
 
+    def _require_open(self, con: sqlite3.Connection) -> None:
+        if not self.is_open(con):
+            raise ReviewError(409, "task_closed", "this task is closed; it takes no more answers or changes")
+
     def close_task(self) -> None:
         """No more hand-outs or answers (export still works); live leases end."""
         with self.transaction() as con:
@@ -198,8 +201,7 @@ class Store:
         now = time.time() if now is None else now
         expires = now + 60.0 * float(self.meta["lease_minutes"])
         with self.transaction() as con:
-            if not self.is_open(con):
-                raise ReviewError(409, "task_closed", "this task is closed; it takes no more answers")
+            self._require_open(con)
             con.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
             held = con.execute("SELECT item_id FROM leases WHERE annotator=? ORDER BY leased_at LIMIT 1",
                                (annotator,)).fetchone()
@@ -250,8 +252,7 @@ class Store:
         annotator = check_annotator(annotator)
         now = time.time() if now is None else now
         with self.transaction() as con:
-            if not self.is_open(con):
-                raise ReviewError(409, "task_closed", "this task is closed; it takes no more answers")
+            self._require_open(con)
             self._check_item(con, item_id)
             lease = con.execute("SELECT expires_at FROM leases WHERE item_id=? AND annotator=?",
                                 (item_id, annotator)).fetchone()
@@ -276,8 +277,7 @@ class Store:
         annotator = check_annotator(annotator)
         now = time.time() if now is None else now
         with self.transaction() as con:
-            if not self.is_open(con):
-                raise ReviewError(409, "task_closed", "this task is closed; its answers can no longer change")
+            self._require_open(con)
             self._check_item(con, item_id)
             old = con.execute("SELECT answer_id, latency_ms FROM answers WHERE item_id=? AND annotator=? AND superseded=0",
                               (item_id, annotator)).fetchone()
@@ -296,8 +296,7 @@ class Store:
         annotator = check_annotator(annotator)
         now = time.time() if now is None else now
         with self.transaction() as con:
-            if not self.is_open(con):
-                raise ReviewError(409, "task_closed", "this task is closed; its answers can no longer change")
+            self._require_open(con)
             last = con.execute("SELECT answer_id, item_id FROM answers WHERE annotator=? AND superseded=0 "
                                "ORDER BY answer_id DESC LIMIT 1", (annotator,)).fetchone()
             if last is None:
@@ -329,6 +328,16 @@ class Store:
         con = self.connect()
         try:
             return {r["cand_id"]: dict(r) for r in con.execute("SELECT * FROM candidates WHERE item_id=?", (item_id,))}
+        finally:
+            con.close()
+
+    def answer_of(self, item_id: str, annotator: str) -> str | None:
+        """``annotator``'s current answer (the key pressed) on an item, None without one."""
+        con = self.connect()
+        try:
+            row = con.execute("SELECT choice FROM answers WHERE item_id=? AND annotator=? AND superseded=0",
+                              (item_id, check_annotator(annotator))).fetchone()
+            return row[0] if row else None
         finally:
             con.close()
 
@@ -398,8 +407,3 @@ def check_annotator(name: str) -> str:
     if not name or len(name) > 64 or any(c in name for c in "/\\\n\r\t"):
         raise ReviewError(422, "bad_annotator", "give your name (1-64 characters, no slashes or line breaks)")
     return name
-
-
-def shown_rng_check(seed: int, item_id: str, annotator: str, n: int) -> np.ndarray:
-    """The permutation a compare task uses for ``(item, annotator)`` (for tests and audits)."""
-    return rng_for(seed, "order", item_id, annotator).permutation(n)
