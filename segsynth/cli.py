@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("segsynth.train.export", "export a checkpoint to ONNX or TorchScript"),
     "remove": ("segsynth.serve.remove", "remove backgrounds from files, in-process or through an endpoint"),
     "review": ("segsynth.review.command", "people pick, accept or compare masks in a web app (create, serve, export, close)"),
+    "active": ("segsynth.active.job", "active learning: score the pool, select, auto-accept, harvest, run a round"),
 }
 
 log = logging.getLogger("segsynth")

@@ -18,7 +18,9 @@ from segsynth.rng import stable_hash
 
 _HASH_RANGE = float(2**64)
 
-__all__ = ["product_key", "is_validation", "in_share"]
+__all__ = ["product_key", "is_validation", "in_share", "SCENE_SALT", "used_as_scene"]
+
+SCENE_SALT = "scenes"  # the salt of the furnished-room photo split (synthesis uses, active learning scores the rest)
 
 
 def product_key(cutout_id: str) -> str:
@@ -46,3 +48,9 @@ def in_share(key: str, share: float, salt: str = "share") -> bool:
     """Whether ``key`` (e.g. a background id) falls in a stable ``share`` (0..1) of all keys;
     the complement (``not in_share``) is the rest, disjoint and stable."""
     return _unit(salt, str(key)) < share
+
+
+def used_as_scene(bg_id: str, scene_share: float) -> bool:
+    """Whether synthesis with ``scene_share`` composites on the furnished room photo ``bg_id``;
+    the photos where this is False stay unseen by training (active learning's pool)."""
+    return in_share(bg_id, scene_share, salt=SCENE_SALT)

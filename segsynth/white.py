@@ -96,6 +96,18 @@ def _see_through(lo: np.ndarray, labels: np.ndarray, n: int, border_white: np.nd
     return bright >= options.see_through_fraction * np.maximum(total, 1)
 
 
+def border_white_fraction(rgb: np.ndarray, options: WhiteBackgroundOptions = WhiteBackgroundOptions()) -> float:
+    """The share (0..1) of the image's border band that is near-white; a photo is on a white
+    background when it is at least ``options.min_border_white`` (the rule of
+    :func:`white_background_alpha`, without computing the alpha). ``rgb``: ``(H, W, 3) uint8``."""
+    return float(near_white(rgb, options)[border_band(rgb.shape[:2], options.border_px)].mean())
+
+
+def is_white_background(rgb: np.ndarray, options: WhiteBackgroundOptions = WhiteBackgroundOptions()) -> bool:
+    """Whether ``rgb`` is a photo on a white background (catalog style), by the border rule."""
+    return border_white_fraction(rgb, options) >= options.min_border_white
+
+
 def white_background_alpha(rgb: np.ndarray, options: WhiteBackgroundOptions = WhiteBackgroundOptions()) -> WhiteCut:
     """Soft product alpha of a photo on a white background.
 
@@ -112,7 +124,7 @@ def white_background_alpha(rgb: np.ndarray, options: WhiteBackgroundOptions = Wh
     h, w = rgb.shape[:2]
     white = near_white(rgb, options)
     band = border_band((h, w), options.border_px)
-    border_white = float(white[band].mean())
+    border_white = float(white[band].mean())  # = border_white_fraction(rgb, options)
 
     # background = near-white components that touch the border (4-connectivity: a diagonal
     # step between two product pixels does not let the background leak through)

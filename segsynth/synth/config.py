@@ -172,8 +172,8 @@ class SynthConfig:
     # background, like the distractors pasted over them. Empty: scenes are `backgrounds` rooms
     # furnished with distractors only.
     scene_backgrounds: list[str] = field(default_factory=list)
-    # Only the photos with segsynth.split.in_share(bg_id, scene_share, salt="scenes") are used;
-    # the rest, `not in_share(...)` (segsynth.synth.split_scenes), stay unseen for active learning.
+    # Only the photos with segsynth.split.used_as_scene(bg_id, scene_share) are used;
+    # the rest (segsynth.synth.split_scenes), stay unseen for active learning.
     scene_share: float = 1.0
     # Must equal the training config's val_fraction: the products of
     # segsynth.split.is_validation(cutout_id, val_fraction) are held out, so they are not used as

@@ -118,6 +118,8 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
         raise ValueError(f"cutout {cutout.cutout_id}: rgba must be (h, w, 4) uint8, got {rgba.shape} {rgba.dtype}")
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if cutout.mask is not None:
+        return make_context_sample(cutout, k, seed=seed, size=size, cfg=cfg, backgrounds=backgrounds)
     key = (seed, cutout.cutout_id, k)
     cid = cutout.cutout_id
     have_distractors = any(d.cutout_id != cid for d in distractors[:2])
@@ -251,4 +253,48 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
         "match": matched, "match_bg_blur_px": float(bg_blur or 0.0), "match_blur_px": float(match_blur),
         "match_noise_std": float(noise_std),
     }
+    return Sample(image=frame, mask=mask, meta=meta)
+
+
+def make_context_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeConfig,
+                        backgrounds: Sequence[Background] = ()) -> Sample:
+    """The ``k``-th composite of a context cutout (a real product with its own surroundings,
+    ``cutout.mask`` its product mask): the patch pasted whole into an empty-room canvas, as the
+    method did with accepted real photos. The canvas is a ``backgrounds`` room when there are
+    any, else a procedural floor and wall; the patch's longer side is ``scale_min..scale_max``
+    of the frame, it stands in the lower part of the frame (products stand on floors), and it
+    may be mirrored. No shadow, distractor or blur is added: the patch brings its own. The mask
+    is the product's; the patch's surroundings are background."""
+    if cutout.mask is None or cutout.mask.shape != cutout.rgba.shape[:2]:
+        raise ValueError(f"cutout {cutout.cutout_id}: a context cutout needs a mask of its size")
+    key = (seed, cutout.cutout_id, k)
+    r = rng_for(*key, "bg")
+    bg_id, variant, crop_px = "", "", 0
+    if backgrounds:
+        bg = backgrounds[int(r.integers(len(backgrounds)))]
+        frame, crop_px = bgs.room(r, size, cfg, bg)
+        bg_kind, bg_id = "room", bg.bg_id
+    else:
+        variant = _choose(r, cfg.bg_floor_weights, FLOORS)
+        frame, bg_kind = fw.floor_wall(r, size, cfg, variant), "floor_wall"
+    r = rng_for(*key, "place")
+    h0, w0 = cutout.rgba.shape[:2]
+    h, w = fit_size(h0, w0, r.uniform(cfg.scale_min, cfg.scale_max) * size)
+    h, w = min(h, size), min(w, size)
+    flip = bool(r.uniform() < cfg.product_flip_prob)
+    x0 = int(r.integers(0, size - w + 1))
+    y0 = int(r.integers((size - h) // 2, size - h + 1))
+    layer = make_layer(cutout.rgba, h, w, flip=flip)
+    paste(frame, layer, x0, y0)
+    product = make_layer(np.dstack([np.full((h0, w0, 3), 255, np.uint8), cutout.mask]), h, w, flip=flip).alpha
+    mask = np.zeros((size, size), np.uint8)
+    mask[y0:y0 + h, x0:x0 + w] = product
+    meta = {key_: "" for key_ in META_KEYS} | {
+        "bg_kind": bg_kind, "bg_id": bg_id, "bg_fallback": False, "bg_noise_sigma": 0.0, "bg_variant": variant,
+        "bg_crop_px": int(crop_px), "placement": "context", "scale": max(h, w) / size,
+        "pos_x": (x0 + w / 2) / size, "pos_y": (y0 + h / 2) / size, "flip": flip,
+        "shadow_type": "none", "shadow_opacity": 0.0, "shadow_blur": 0.0, "distractor_count": 0,
+        "distractor_cut": 0, "occluder": False, "text": False, "blend": "context", "blend_px": 0.0,
+        "visible_fraction": 1.0, "match": False, "match_bg_blur_px": 0.0, "match_blur_px": 0.0,
+        "match_noise_std": 0.0}
     return Sample(image=frame, mask=mask, meta=meta)

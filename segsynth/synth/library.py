@@ -15,21 +15,25 @@ import cv2
 import numpy as np
 
 from segsynth import io
-from segsynth.split import in_share
+from segsynth.split import used_as_scene
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.parquet"
-SCENE_SALT = "scenes"  # the salt of the scene-photo split (segsynth.split.in_share)
 
 
 @dataclass(frozen=True, eq=False)
 class Cutout:
-    """A product cut out of its photo: ``rgba`` is ``(h, w, 4) uint8``, tight crop, alpha = mask."""
+    """A product cut out of its photo: ``rgba`` is ``(h, w, 4) uint8``, tight crop, alpha = mask.
+
+    A *context* cutout (active learning's harvest) is the product with its own surroundings:
+    ``rgba``'s alpha is where the patch is pasted (a rectangle with soft edges) and ``mask``
+    ``(h, w) uint8 0..255`` is the product's own mask within it; None for plain cutouts."""
 
     cutout_id: str
     category: str
     rgba: np.ndarray
+    mask: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +42,23 @@ class Background:
 
     bg_id: str
     rgb: np.ndarray
+
+
+CONTEXT_MASK = "mask"  # optional manifest column: the product's mask of a context cutout (PNG bytes)
+
+
+def decode_cutout(cutout_id: str, category: str, rgba_png: bytes, mask_png: bytes | None = None,
+                  name: str | None = None) -> Cutout:
+    """A manifest row's PNG bytes -> :class:`Cutout` (the one decode path of cutouts); a
+    context cutout's ``mask`` must match its size. Raises ``io.ImageDecodeError``."""
+    name = name or f"cutout {cutout_id}"
+    rgba = io.decode_rgba(rgba_png, name=name)
+    mask = None
+    if mask_png:
+        mask = io.decode_mask(mask_png, name=f"{name} mask")
+        if mask.shape != rgba.shape[:2]:
+            raise io.ImageDecodeError(f"{name}: mask {mask.shape} and cutout {rgba.shape[:2]} differ in size")
+    return Cutout(cutout_id=cutout_id, category=category, rgba=rgba, mask=mask)
 
 
 def _manifest_path(manifest: str) -> str:
@@ -57,7 +78,8 @@ def load_cutouts(manifest: str, categories: Sequence[str] | None = None
     skipped ``[(cutout_id, reason)]``): a corrupt or fully transparent PNG is skipped and logged.
     """
     path = _manifest_path(manifest)
-    table = io.read_parquet(path, columns=["cutout_id", "category", "rgba"])
+    table = io.read_parquet(path)
+    masks = table.column(CONTEXT_MASK) if CONTEXT_MASK in table.column_names else None
     wanted = {c.lower() for c in categories} if categories is not None else None
     ids = table.column("cutout_id").to_pylist()
     cats = table.column("category").to_pylist()
@@ -68,14 +90,15 @@ def load_cutouts(manifest: str, categories: Sequence[str] | None = None
         if wanted is not None and str(cat).lower() not in wanted:
             continue
         try:
-            rgba = io.decode_rgba(pngs[i].as_py(), name=f"{path}:{cid}")
+            cutout = decode_cutout(str(cid), str(cat), pngs[i].as_py(), masks[i].as_py() if masks is not None else None,
+                                   name=f"{path}:{cid}")
         except io.ImageDecodeError as e:
             skipped.append((cid, str(e)))
             continue
-        if not rgba[:, :, 3].any():
+        if not cutout.rgba[:, :, 3].any():
             skipped.append((cid, "alpha is empty (fully transparent cutout)"))
             continue
-        cutouts.append(Cutout(cutout_id=str(cid), category=str(cat), rgba=rgba))
+        cutouts.append(cutout)
     cutouts.sort(key=lambda c: c.cutout_id)
     if skipped:
         log.warning("%s: skipped %d of %d cutouts (e.g. %s: %s)", path, len(skipped), len(ids), *skipped[0])
@@ -158,13 +181,13 @@ def load_backgrounds(sources: Sequence[str], max_side: int = 1024
 def split_scenes(scenes: Sequence[Background], share: float) -> tuple[list[Background], list[Background]]:
     """(used, unseen): the furnished room photos that synthesis composites on, and the rest.
 
-    A photo is used when ``segsynth.split.in_share(bg_id, share, salt="scenes")``; the others
-    (``not in_share(...)``) are never composited, so active learning can score a model on them
+    A photo is used when ``segsynth.split.used_as_scene(bg_id, share)``; the others
+    are never composited, so active learning can score a model on them
     as unseen real scenes. Stable: the same bg_id is on the same side on every machine and run,
     and a larger ``share`` only adds photos. Both lists keep the input order.
     """
     used: list[Background] = []
     unseen: list[Background] = []
     for bg in scenes:
-        (used if in_share(bg.bg_id, share, salt=SCENE_SALT) else unseen).append(bg)
+        (used if used_as_scene(bg.bg_id, share) else unseen).append(bg)
     return used, unseen

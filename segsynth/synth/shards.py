@@ -19,7 +19,7 @@ from segsynth.rooms.config import RoomsConfig
 from segsynth.split import is_validation
 from segsynth.synth.config import SAMPLE_KEYS, ROOMS_RESOURCE_KEYS, SynthConfig
 from segsynth.synth.engine import make_sample
-from segsynth.synth.library import Background, Cutout, load_backgrounds, load_cutouts, split_scenes
+from segsynth.synth.library import CONTEXT_MASK, Background, Cutout, decode_cutout, load_backgrounds, load_cutouts, split_scenes
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,10 @@ class ShardWriter:
 
     def __init__(self, cfg: SynthConfig):
         self.cfg = cfg
-        table = io.read_parquet(manifest_path(cfg.cutouts), columns=["cutout_id", "category", "rgba"])
+        table = io.read_parquet(manifest_path(cfg.cutouts))
         self._rgba = dict(zip(table.column("cutout_id").to_pylist(), table.column("rgba").to_pylist()))
+        self._mask = (dict(zip(table.column("cutout_id").to_pylist(), table.column(CONTEXT_MASK).to_pylist()))
+                      if CONTEXT_MASK in table.column_names else {})
         self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
         del table
         pool = manifest_path(cfg.distractor_cutouts or cfg.cutouts)
@@ -101,6 +103,7 @@ class ShardWriter:
                    else io.read_parquet(pool, columns=["category"]).column("category").to_pylist())
         categories = distractor_categories(present, cfg.composite.distractor_categories)
         self.distractors, skipped = load_cutouts(pool, categories)
+        self.distractors = [d for d in self.distractors if d.mask is None]  # a context patch is no distractor
         self.train_distractors = [d for d in self.distractors if not is_validation(d.cutout_id, cfg.val_fraction)]
         self.skipped_distractors = [name for name, _ in skipped]
         self.backgrounds, bg_skipped = load_backgrounds(cfg.backgrounds) if cfg.backgrounds else ([], [])
@@ -118,8 +121,7 @@ class ShardWriter:
         self._cutout = lru_cache(maxsize=64)(self._decode_cutout)
 
     def _decode_cutout(self, cutout_id: str) -> Cutout:
-        rgba = io.decode_rgba(self._rgba[cutout_id], name=f"cutout {cutout_id}")
-        return Cutout(cutout_id=cutout_id, category=self._category[cutout_id], rgba=rgba)
+        return decode_cutout(cutout_id, self._category[cutout_id], self._rgba[cutout_id], self._mask.get(cutout_id))
 
     def _encode(self, image: np.ndarray) -> bytes:
         if self.cfg.image_format == "png":

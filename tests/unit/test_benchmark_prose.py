@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ["synth_throughput", "rooms", "train_overhead", "serve_load", "cpu_recipe", "recipe_ablation", "evaluation",
-           "review"]
+           "review", "active"]
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -251,6 +251,35 @@ def review_results(lost: int = 0) -> dict:
             "load": {"one": load(1, 6.28, 300, 9.97, 14.42), "many": load(20, 20.26, 1070, 177.46, 312.09), "items": 300}}
 
 
+def active_results(delta_lo: float = -0.012) -> dict:
+    def m(mean):
+        return {"n": 50, "mean": mean, "lo": mean - 0.041, "hi": mean + 0.037}
+
+    def d(delta):
+        return {"n": 150, "delta": delta, "lo": delta_lo if delta > 0 else delta - 0.02, "hi": delta + 0.027}
+
+    table = [{"set": s, "metric": k, "base": m(b), "without": m(wo), "with": m(w),
+              "with_minus_without": d(w - wo), "with_minus_base": d(w - b)}
+             for s, k, b, wo, w in (("ecssd_51-100", "ssim_box", 0.521, 0.534, 0.548), ("ecssd_51-100", "iou", 0.561, 0.566, 0.581),
+                                    ("pooled", "ssim_box", 0.433, 0.441, 0.452), ("pooled", "iou", 0.392, 0.404, 0.419))]
+    return {"command": "python benchmarks/active.py --write", "date": "2026-12-01", "cores": 2, "load_avg": [2.2, 3.1],
+            "config": "configs/active.yaml", "base_model": "outputs/cpu/train/best",
+            "pool": {"photos": 1442, "scored": 121, "skipped_white": 1321, "seen_by_synthesis": 108,
+                     "worst_categories": ["sofa", "armchair"]},
+            "select": {"selected": 60, "control": 6, "near_duplicate": 2, "category_cap": 5, "white_background": 0},
+            "auto_accept_min_iou": 0.8, "auto_accept_max_entropy": 0.35, "teacher_masks_cached_before": 123,
+            "accepted_by": {"teacher_agrees": 2, "teacher_confident": 19},
+            "harvest": {"accepted": 17, "accepted_control": 2, "context_cutouts": 17,
+                        "model_mask_chosen": {"selected": 0, "control": 0}, "automatic": True},
+            "train": {"steps_with": 200, "steps_without": 201, "best_step_with": 200, "best_step_without": 100,
+                      "overrides": ["max_steps_per_epoch=200"], "train_config": "configs/cpu/train.yaml", "weight": 2.0},
+            "wall_s": {"with_round": 1912.4, "without_train": 702.9}, "rounds_table": "outputs/bench/active/with/rounds.md",
+            "interval": 0.95,
+            "harvest_share": {"accepted_rows": 34.0, "context_samples": 96, "train_rows": 14486, "share": 0.0089,
+                              "samples_seen": 1560}, "method_share": 0.05,
+            "table": table}
+
+
 CASES = [
     ("synth_throughput", synth_results(), frozenset()),
     ("rooms", rooms_results(gpu=False), frozenset({"batch_sizes"})),
@@ -262,6 +291,8 @@ CASES = [
     ("recipe_ablation", ablation_results(), frozenset()),
     ("evaluation", evaluation_results(), frozenset()),
     ("review", review_results(), frozenset()),
+    ("active", active_results(), frozenset()),
+    ("active", active_results(delta_lo=0.004), frozenset()),
 ]
 
 

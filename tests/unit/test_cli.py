@@ -140,3 +140,16 @@ def test_the_console_script_passes_everything_on_before_it_exits(tmp_path):
         r = subprocess.run([sys.executable, "-m", "segsynth.cli", "synth", f"cutouts={tmp_path / 'nope'}"],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and f"cutouts: {tmp_path / 'nope'} does not exist" in r.stderr, r.stderr
+
+
+def test_active_commands_name_what_is_missing(capsys, tmp_path):
+    code, err = _run(capsys, "active", "select", f"out={tmp_path / 'act'}")
+    assert code == 2 and "run `segsynth active score` first" in _one_line(err)
+    code, err = _run(capsys, "active", "score", f"out={tmp_path / 'act'}", f"pool=[{{path: {tmp_path / 'nope'}}}]",
+                     "model={name: m, kind: white-threshold}")
+    assert code == 2 and "pool (nope).path" in _one_line(err)
+    code, err = _run(capsys, "active", "score", f"out={tmp_path / 'act'}", "model={name: m, kind: white-threshold}")
+    assert code == 2 and "pool: no sources" in _one_line(err)
+    code, err = _run(capsys, "active", "score", f"out={tmp_path / 'act'}", f"pool=[{{path: {tmp_path}}}]")
+    assert code == 2 and "model: give the current model" in _one_line(err)
+    assert not (tmp_path / "act" / "round-1").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "segsynth"
-STAGES = ("cutouts", "rooms", "synth", "train", "evaluate", "serve", "review")
+STAGES = ("cutouts", "rooms", "synth", "train", "evaluate", "serve", "review", "active")
 RAY_FREE_STAGES = ("review",)  # stages without a Ray edge
 # the only modules that may import Ray: one edge per stage, and the shared way to start it
 RAY_EDGES = {f"segsynth.{s}.job" for s in STAGES if s not in RAY_FREE_STAGES} | {"segsynth.ray_env"}
@@ -23,7 +23,9 @@ NUMPY_ONLY = ["segsynth.config", "segsynth.io", "segsynth.rng", "segsynth.split"
               "segsynth.synth.shards", "segsynth.cutouts.extract", "segsynth.cutouts.config", "segsynth.cutouts.manifest",
               "segsynth.rooms.prompts", "segsynth.rooms.config", "segsynth.rooms.library", "segsynth.train.config",
               "segsynth.train.data", "segsynth.evaluate.config", "segsynth.evaluate.score", "segsynth.evaluate.report",
-              "segsynth.serve.config", "segsynth.serve.uploads"]
+              "segsynth.serve.config", "segsynth.serve.uploads", "segsynth.active.config", "segsynth.active.signals",
+              "segsynth.active.pool", "segsynth.active.select", "segsynth.active.score", "segsynth.active.harvest",
+              "segsynth.active.report"]
 
 
 def module_name(path: Path) -> str:
