@@ -2,10 +2,14 @@
 Serve app (``serve_app.py``) without either importing the other."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from segsynth.config import ConfigError
+
+
+AUTH_TOKEN_ENV = "SEGSYNTH_AUTH_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,13 @@ class ServeConfig:
     demo_images: str | None = None  # a folder: run a round trip with a few of its images instead of serving
     demo_limit: int = 4  # images sent in the demo round trip
     out: str = "outputs/serve"  # where the demo round trip writes its cutouts and summary
+    # every route but /healthz and /readyz needs "Authorization: Bearer <auth_token>" (401 otherwise);
+    # null: $SEGSYNTH_AUTH_TOKEN when set, else no token (fine on 127.0.0.1, not on an open port)
+    auth_token: str | None = None
+
+    def with_token(self) -> "ServeConfig":
+        """This config with ``auth_token`` taken from ``$SEGSYNTH_AUTH_TOKEN`` when not set."""
+        return self if self.auth_token else replace(self, auth_token=os.environ.get(AUTH_TOKEN_ENV) or None)
 
     def check_inputs(self) -> None:
         if not self.model and self.kind != "white-threshold":

@@ -13,6 +13,7 @@ its ``args`` are the keys of :class:`ServeConfig`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -59,6 +60,7 @@ class BackgroundRemoval(RemovalService):
 def build_app(cfg: ServeConfig):
     """The Serve application for ``cfg`` (deployment options from the config; a Serve config
     YAML's ``deployments:`` section overrides them when deployed with ``serve deploy``)."""
+    cfg = cfg.with_token()  # $SEGSYNTH_AUTH_TOKEN of the process that deploys, not the replica's
     options: dict[str, Any] = {
         "max_ongoing_requests": cfg.max_ongoing_requests,
         "max_queued_requests": cfg.max_queued_requests,
@@ -168,8 +170,9 @@ def demo_roundtrip(cfg: ServeConfig, images: list[str], out: str, address: str |
 
     url = start(cfg, address)
     written, failed, latencies = [], {}, []
+    token = cfg.with_token().auth_token
     try:
-        with httpx.Client(timeout=120.0) as client:
+        with httpx.Client(timeout=120.0, headers={"Authorization": f"Bearer {token}"} if token else None) as client:
             for path in images:
                 t0 = time.perf_counter()
                 r = client.post(f"{url}/v1/remove", files={"file": (path.rsplit("/", 1)[-1], io.read_bytes(path))})
@@ -186,7 +189,7 @@ def demo_roundtrip(cfg: ServeConfig, images: list[str], out: str, address: str |
         stop(cfg.app_name)
     summary = {"url": url, "out": out, "written": len(written), "failed": failed,
                "latency_ms": [round(x, 1) for x in latencies], "model": card.get("name"), "cutouts": written}
-    save_config(cfg, out)
+    save_config(dataclasses.replace(cfg, auth_token="<hidden>") if cfg.auth_token else cfg, out)  # no secret on disk
     io.write_bytes(io.join(out, "summary.json"), json.dumps(summary, indent=2).encode())
     log.debug("demo: %d cutouts from the endpoint in %s", len(written), out)
     return summary

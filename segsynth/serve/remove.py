@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import posixpath
 import random
 import time
 from dataclasses import dataclass
 
 from segsynth import io
+from segsynth.serve.config import AUTH_TOKEN_ENV
 from segsynth.serve.uploads import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, CutoutOptions, UploadError
 
 log = logging.getLogger(__name__)
@@ -38,10 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="endpoint base URL, e.g. http://127.0.0.1:8000 (default: run in-process)")
     p.add_argument("--model", default=None, help="in-process: checkpoint folder or .onnx file")
     p.add_argument("--kind", default=None, help="in-process: predictor kind (default: inferred from --model)")
-    p.add_argument("--output", default="rgba", choices=["rgba", "mask", "composite"])
-    p.add_argument("--bg", default=None, help="composite background, #rrggbb")
+    p.add_argument("--output", default=None, choices=["rgba", "mask", "composite"],
+                   help="default rgba; composite with --bg, mask with --only-mask")
+    p.add_argument("--only-mask", action="store_true", help="write the 8-bit mask (= --output mask)")
+    p.add_argument("--bg", default=None, help="background colour #rrggbb: the cutout composited over it")
+    p.add_argument("--crop", action="store_true", help="crop each output to the product's box with a 5%% margin")
+    p.add_argument("--no-refine", action="store_true", help="keep the model's mask as resized (no guided-filter edges)")
     p.add_argument("--threshold", type=float, default=None, help="0..1 hard alpha (default: soft)")
     p.add_argument("--format", default="png", choices=["png", "webp", "jpeg"])
+    p.add_argument("--token", default=None, help="with --url: the endpoint's bearer token (default: $SEGSYNTH_AUTH_TOKEN)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (with --url)")
     p.add_argument("--retries", type=int, default=5, help="retries per file on 503 or connection errors")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
@@ -112,7 +119,7 @@ def run_local(jobs: list[Job], opts: CutoutOptions, model: str | None, kind: str
 
 
 async def _run_remote(jobs: list[Job], opts: CutoutOptions, url: str, concurrency: int, retries: int,
-                      timeout: float, progress: bool) -> dict[str, str]:
+                      timeout: float, progress: bool, token: str | None = None) -> dict[str, str]:
     import httpx
 
     params = {"output": opts.output, "format": opts.format}
@@ -120,6 +127,10 @@ async def _run_remote(jobs: list[Job], opts: CutoutOptions, url: str, concurrenc
         params["bg"] = "#%02x%02x%02x" % opts.bg
     if opts.threshold is not None:
         params["threshold"] = str(opts.threshold)
+    if opts.crop:
+        params["crop"] = "true"
+    if not opts.refine:
+        params["refine"] = "false"
     endpoint = url.rstrip("/") + "/v1/remove"
     failures: dict[str, str] = {}
     gate = asyncio.Semaphore(max(1, concurrency))
@@ -157,7 +168,8 @@ async def _run_remote(jobs: list[Job], opts: CutoutOptions, url: str, concurrenc
             bar.update(1)
 
     limits = httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency))
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as client:
         await asyncio.gather(*(one(client, job) for job in jobs))
     bar.close()
     return failures
@@ -171,8 +183,13 @@ def _error_message(r) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    output = args.output or ("mask" if args.only_mask else "composite" if args.bg else "rgba")
+    if args.only_mask and output != "mask":
+        log.error("--only-mask writes masks; it cannot go with --output %s", output)
+        return 2
     try:
-        opts = CutoutOptions(output=args.output, threshold=args.threshold, format=args.format,
+        opts = CutoutOptions(output=output, threshold=args.threshold, format=args.format, crop=args.crop,
+                             refine=not args.no_refine,
                              **({"bg": _parse_bg(args.bg)} if args.bg else {}))
     except UploadError as e:
         log.error("%s", e.message)
@@ -191,7 +208,9 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     progress = not args.no_progress
     if args.url:
-        failures = asyncio.run(_run_remote(todo, opts, args.url, args.concurrency, args.retries, args.timeout, progress))
+        token = args.token or os.environ.get(AUTH_TOKEN_ENV) or None
+        failures = asyncio.run(_run_remote(todo, opts, args.url, args.concurrency, args.retries, args.timeout, progress,
+                                           token))
     else:
         failures = run_local(todo, opts, args.model, args.kind, args.batch_size, progress)
     seconds = time.perf_counter() - started

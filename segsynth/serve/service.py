@@ -8,9 +8,11 @@ Endpoints (under ``route_prefix``):
 - ``POST /v1/remove``: one image (multipart field ``file``, or the raw request body) -> the
   cutout at the input's size. Query options: ``output=rgba|mask|composite`` (default rgba),
   ``bg=#rrggbb`` (composite), ``threshold`` (0..1; soft alpha when absent),
-  ``format=png|webp|jpeg`` (default png).
+  ``format=png|webp|jpeg`` (default png), ``crop=true`` (the product's box with a margin), ``refine=false`` (no guided-filter edges).
 - ``POST /v1/remove:batch``: several ``file`` fields -> a zip (default) or, with
   ``response=json``, JSON with base64 results; a bad file is reported, the others still return.
+- with an ``auth_token`` (or ``$SEGSYNTH_AUTH_TOKEN``) every route but ``/healthz`` and ``/readyz``
+  (the docs too) needs ``Authorization: Bearer <token>``, else 401;
 - ``GET /healthz`` (process up), ``GET /readyz`` (model loaded), ``GET /v1/model`` (model card
   and serving settings), ``GET /v1/stats`` (requests, observed batch sizes, resident memory),
   ``GET /docs`` and ``/openapi.json``.
@@ -47,7 +49,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from segsynth import io
 from segsynth.serve.config import ServeConfig
 from segsynth.serve.uploads import CutoutOptions, UploadError, decode_upload, render_cutout
-from segsynth.webapi import install_error_handlers, json_error
+from segsynth.webapi import bearer_token, install_bearer_auth, install_error_handlers, json_error, set_bearer_token
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ api = FastAPI(
 
 
 install_error_handlers(api, UploadError, validation_status=400, validation_code="bad_option")
+install_bearer_auth(api, bearer_token)  # a no-op until a replica starts with an auth_token
 
 
 # ---------------------------------------------------------------- model
@@ -107,6 +110,9 @@ _OPTION_DOCS = {
     "bg": "background colour for output=composite, #rrggbb (default #ffffff)",
     "threshold": "0..1: alpha = mask >= threshold; absent: soft alpha",
     "format": "png (default), webp or jpeg (jpeg only for mask or composite)",
+    "crop": "true: only the product's box with a 5% margin; false (default): the whole image",
+    "refine": "true (default): the mask's edges follow the full-resolution photo (guided filter, photos over "
+              "640 px); false: the model's mask resized as is",
 }
 _ERRORS = {s: {"description": d, "content": {"application/json": {"example": {"error": {"code": c, "message": "..."}}}}}
            for s, d, c in [(400, "empty upload or bad option", "empty"), (413, "over the byte or pixel limit", "too_large"),
@@ -121,7 +127,8 @@ class RemovalService:
 
     def __init__(self, cfg: ServeConfig):
         started = time.perf_counter()
-        self.cfg = cfg
+        self.cfg = cfg = cfg.with_token()
+        set_bearer_token(cfg.auth_token)
         self.predictor = load_model(cfg)
         # warm-up with a FULL batch: the runtime's memory arena reaches its largest shape now, so
         # resident memory does not creep up later as bigger batches happen (and request 1 is not slow)
@@ -188,8 +195,9 @@ class RemovalService:
         return body, media_type, (rgb.shape[1], rgb.shape[0])
 
     @staticmethod
-    def _options(output, bg, threshold, fmt) -> CutoutOptions:
-        return CutoutOptions.parse({"output": output, "bg": bg, "threshold": threshold, "format": fmt})
+    def _options(output, bg, threshold, fmt, crop=None, refine=None) -> CutoutOptions:
+        return CutoutOptions.parse({"output": output, "bg": bg, "threshold": threshold, "format": fmt, "crop": crop,
+                                    "refine": refine})
 
     # ---------------------------------------------------------- endpoints
     @api.post("/v1/remove", response_class=Response, summary="Remove the background of one image",
@@ -199,11 +207,13 @@ class RemovalService:
                      output: str | None = Query(None, description=_OPTION_DOCS["output"]),
                      bg: str | None = Query(None, description=_OPTION_DOCS["bg"]),
                      threshold: str | None = Query(None, description=_OPTION_DOCS["threshold"]),
-                     fmt: str | None = Query(None, alias="format", description=_OPTION_DOCS["format"])) -> Response:
+                     fmt: str | None = Query(None, alias="format", description=_OPTION_DOCS["format"]),
+                     crop: str | None = Query(None, description=_OPTION_DOCS["crop"]),
+                     refine: str | None = Query(None, description=_OPTION_DOCS["refine"])) -> Response:
         """The image as multipart field ``file`` or as the raw request body."""
         self.counts["requests"] += 1
         try:
-            opts = self._options(output, bg, threshold, fmt)
+            opts = self._options(output, bg, threshold, fmt, crop, refine)
             (name, data), = await self._read_files(request, max_files=1)
             body, media_type, (w, h) = await self._cutout(name, data, opts)
         except UploadError as e:
@@ -218,12 +228,14 @@ class RemovalService:
                            bg: str | None = Query(None, description=_OPTION_DOCS["bg"]),
                            threshold: str | None = Query(None, description=_OPTION_DOCS["threshold"]),
                            fmt: str | None = Query(None, alias="format", description=_OPTION_DOCS["format"]),
+                           crop: str | None = Query(None, description=_OPTION_DOCS["crop"]),
+                           refine: str | None = Query(None, description=_OPTION_DOCS["refine"]),
                            response: str = Query("zip", description="zip (default) or json (base64 results)")) -> Response:
         """Several multipart ``file`` fields. A zip holds ``<stem>.<ext>`` per image and
         ``errors.json`` for files that were refused; JSON holds ``results`` in upload order."""
         self.counts["batch_requests"] += 1
         try:
-            opts = self._options(output, bg, threshold, fmt)
+            opts = self._options(output, bg, threshold, fmt, crop, refine)
             if response not in ("zip", "json"):
                 raise UploadError(400, "bad_option", f"response={response!r}; valid: zip, json")
             files = await self._read_files(request, max_files=self.cfg.max_files_per_request)

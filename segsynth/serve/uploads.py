@@ -127,13 +127,17 @@ class CutoutOptions:
     ``output``: ``rgba`` (the input with the mask as alpha), ``mask`` (8-bit gray) or
     ``composite`` (the cutout over ``bg``); ``threshold``: None keeps the soft alpha, else
     ``mask >= threshold`` is opaque; ``format``: png, webp or jpeg (jpeg has no alpha, so
-    ``rgba`` with jpeg is refused rather than silently flattened).
+    ``rgba`` with jpeg is refused rather than silently flattened); ``crop``: only the product's
+    box with a margin (the whole image when the mask is empty); ``refine``: the mask's edges
+    sharpened by the full-resolution photo (:func:`segsynth.refine.refine_mask`).
     """
 
     output: str = "rgba"
     bg: tuple[int, int, int] = (255, 255, 255)
     threshold: float | None = None
     format: str = "png"
+    crop: bool = False  # crop to the product's box (alpha >= 50%) grown by CROP_MARGIN of its longer side
+    refine: bool = True  # sharpen the mask's edges with the full-resolution photo (segsynth.refine) when it is large
 
     def __post_init__(self):
         if self.output not in OUTPUTS:
@@ -157,11 +161,19 @@ class CutoutOptions:
 
     @classmethod
     def parse(cls, params: Mapping[str, str | None]) -> "CutoutOptions":
-        """From query/form strings: ``output``, ``bg`` (``#rrggbb``), ``threshold``, ``format``."""
-        unknown = sorted(set(params) - {"output", "bg", "threshold", "format"})
+        """From query/form strings: ``output``, ``bg`` (``#rrggbb``), ``threshold``, ``format``,
+        ``crop`` (true/false)."""
+        unknown = sorted(set(params) - {"output", "bg", "threshold", "format", "crop", "refine"})
         if unknown:
-            raise UploadError(400, "bad_option", f"unknown option {unknown[0]!r}; valid: output, bg, threshold, format")
+            raise UploadError(400, "bad_option", f"unknown option {unknown[0]!r}; valid: output, bg, threshold, "
+                                                 "format, crop, refine")
         kw: dict = {}
+        for flag_name in ("crop", "refine"):
+            if params.get(flag_name) not in (None, ""):
+                flag = str(params[flag_name]).lower()
+                if flag not in ("true", "false", "1", "0"):
+                    raise UploadError(400, "bad_option", f"{flag_name}={params[flag_name]!r}; expected true or false")
+                kw[flag_name] = flag in ("true", "1")
         if params.get("output"):
             kw["output"] = str(params["output"]).lower()
         if params.get("format"):
@@ -182,15 +194,38 @@ class CutoutOptions:
         return cls(**kw)
 
 
+CROP_MARGIN = 0.05  # crop=true keeps this share of the product box's longer side around it
+
+
+def crop_box(alpha: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the box of ``alpha >= 128`` grown by ``margin`` times its longer
+    side, within the image; the whole image when nothing is that opaque."""
+    h, w = alpha.shape
+    ys, xs = np.nonzero(alpha >= 128)
+    if ys.size == 0:
+        return 0, h, 0, w
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    g = round(margin * max(y1 - y0, x1 - x0))
+    return max(0, y0 - g), min(h, y1 + g), max(0, x0 - g), min(w, x1 + g)
+
+
 def cutout_pixels(rgb: np.ndarray, mask: np.ndarray, opts: CutoutOptions) -> np.ndarray:
     """``rgb (H, W, 3) uint8`` + ``mask (H, W) float32 0..1`` -> the output's pixels:
-    ``(H, W, 4)`` for rgba, ``(H, W)`` for mask, ``(H, W, 3)`` for composite (all uint8)."""
+    ``(H, W, 4)`` for rgba, ``(H, W)`` for mask, ``(H, W, 3)`` for composite (all uint8; the
+    product's box instead of ``(H, W)`` with ``crop``)."""
     if mask.shape != rgb.shape[:2]:
         raise ValueError(f"mask shape {mask.shape} does not match the image {rgb.shape[:2]}")
     m = mask.astype(np.float32, copy=False)
+    if opts.refine:
+        from segsynth.refine import refine_mask
+
+        m = refine_mask(rgb, m)  # a no-op up to 640 px: the model's own edges are at that scale
     if opts.threshold is not None:
         m = (m >= opts.threshold).astype(np.float32)
     alpha = np.rint(np.clip(m, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if opts.crop:
+        y0, y1, x0, x1 = crop_box(alpha)
+        rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
     if opts.output == "mask":
         return alpha
     if opts.output == "rgba":

@@ -10,6 +10,7 @@ own ``model.pt`` (TorchScript goes to ``model.ts``, its card to ``model.ts.json`
 with ``segsynth.predict.load_predictor(path)``.
 
     segsynth export outputs/demo/train/best --format onnx --out outputs/demo/model.onnx
+    segsynth export outputs/demo/train/best --quantize --out outputs/demo/model-int8.onnx   # int8 weights
     predictor = load_predictor("outputs/demo/model.onnx")     # kind "onnx", from the card
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="export format (default onnx)")
     parser.add_argument("--out", default=None, help="output file (default CKPT/model.onnx or CKPT/model.ts)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--quantize", action="store_true",
+                        help="ONNX only: int8 weights (onnxruntime dynamic quantization): a smaller file, "
+                             "a measured accuracy cost (its card records the difference to torch)")
 
 
 def _with_sigmoid(model):
@@ -56,14 +60,23 @@ def _with_sigmoid(model):
     return MaskModel(model).eval()
 
 
-def export(ckpt: str, fmt: str = "onnx", out: str | None = None, opset: int = 17) -> dict:
-    """Export ``ckpt`` to ``out``; returns the model card written to ``out`` with ``.json``."""
+QUANTIZED_TOLERANCE = 0.25  # int8 weights: probabilities may move this much before the export is refused
+
+
+def export(ckpt: str, fmt: str = "onnx", out: str | None = None, opset: int = 17, quantize: bool = False) -> dict:
+    """Export ``ckpt`` to ``out``; returns the model card written to ``out`` with ``.json``.
+
+    ``quantize`` (ONNX only): the fp32 graph is exported and checked first, then its weights are
+    quantized to int8 (onnxruntime ``quantize_dynamic``) into ``out``; the card records
+    ``quantized: int8`` and the int8 graph's own difference to torch."""
     import torch
 
     from segsynth.model import load_model_folder
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(sorted(FORMATS))}")
+    if quantize and fmt != "onnx":
+        raise ValueError("--quantize makes an int8 ONNX graph; use it with --format onnx")
     from segsynth import io
 
     io.require_input(ckpt, "ckpt", "folder")
@@ -88,7 +101,22 @@ def export(ckpt: str, fmt: str = "onnx", out: str | None = None, opset: int = 17
     if diff > PARITY_TOLERANCE:
         raise RuntimeError(f"exported {fmt} differs from torch by {diff:.2e} (> {PARITY_TOLERANCE}); "
                            f"try another --opset or --format")
+    fp32_diff = diff
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        fp32 = out_path.with_name(out_path.stem + ".fp32.onnx")
+        out_path.replace(fp32)
+        try:
+            quantize_dynamic(str(fp32), str(out_path), weight_type=QuantType.QUInt8)
+        finally:
+            fp32.unlink(missing_ok=True)
+        diff = parity(net, str(out_path), fmt, size)
+        if diff > QUANTIZED_TOLERANCE:
+            raise RuntimeError(f"the int8 graph differs from torch by {diff:.3f} (> {QUANTIZED_TOLERANCE}); "
+                               "export without --quantize")
     exported = {**card, "format": fmt, "source": str(ckpt), "output": "probability",
+                "quantized": "int8 (dynamic, weights QUInt8)" if quantize else None, "fp32_parity_max_abs_diff": fp32_diff,
                 "input": {"name": "image", "shape": ["batch", 3, "height", "width"], "dtype": "float32"},
                 "dynamic_axes": ["batch", "height", "width"], "opset": opset if fmt == "onnx" else None,
                 "parity_max_abs_diff": diff}
@@ -129,17 +157,18 @@ class ExportConfig:
     format: Literal["onnx", "torchscript"] = "onnx"
     out: Optional[str] = None  # default CKPT/model.onnx (or model.ts)
     opset: int = 17
+    quantize: bool = False  # ONNX only: int8 weights
 
 
 def run(cfg: ExportConfig, address: str | None = None) -> dict:
     """Export as :func:`export` does; ``address`` is unused (no Ray)."""
-    card = export(cfg.ckpt, cfg.format, cfg.out, cfg.opset)
+    card = export(cfg.ckpt, cfg.format, cfg.out, cfg.opset, cfg.quantize)
     out = cfg.out or str(Path(cfg.ckpt) / f"model{FORMATS[cfg.format]}")
     return {"out": out, "card": str(card_path(out)), "parity_max_abs_diff": card["parity_max_abs_diff"]}
 
 
 def main(args: argparse.Namespace) -> int:
-    card = export(args.ckpt, args.format, args.out, args.opset)
+    card = export(args.ckpt, args.format, args.out, args.opset, args.quantize)
     out = args.out or str(Path(args.ckpt) / f"model{FORMATS[args.format]}")
     sys.stdout.write(json.dumps({"out": out, "card": str(card_path(out)),
                                  "parity_max_abs_diff": card["parity_max_abs_diff"]}, indent=2) + "\n")

@@ -112,6 +112,12 @@ def test_options(endpoint):
     assert webp.headers["content-type"] == "image/webp" and Image.open(pyio.BytesIO(webp.content)).mode == "RGBA"
     bad = _post(endpoint, data, format="jpeg")  # rgba has no jpeg
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_option"
+    cropped = Image.open(pyio.BytesIO(_post(endpoint, data, crop="true", output="mask", threshold="0.5").content))
+    m = np.asarray(mask)
+    if (m >= 128).any():  # the box of what the (random) model calls product, with a 5% margin, within the image
+        ys, xs = np.nonzero(m >= 128)
+        assert cropped.size[0] <= 50 and cropped.size[1] <= 30 and cropped.size[0] >= xs.max() - xs.min() + 1
+    assert _post(endpoint, data, crop="maybe").status_code == 400
 
 
 def test_batch_endpoint_zip_and_json(endpoint):
@@ -241,22 +247,26 @@ def test_run_demo_round_trip_and_sigterm(ray_local, tmp_path):
     spec = ModelSpec(encoder_name="tu-mobilenetv3_small_050", decoder_pyramid_channels=32, decoder_segmentation_channels=32)
     save_model_folder(folder, build_model(spec), {"name": "tiny", "model": spec.__dict__, "preprocessing": preprocessing(64)})
     cfg = ServeConfig(model=folder, port=_free_port(), num_cpus=0.5, demo_images=str(images), demo_limit=2,
-                      out=str(tmp_path / "out"))
+                      out=str(tmp_path / "out"), auth_token="t0ken-demo")  # the round trip sends it
     summary = run(cfg)
     assert summary["written"] == 2 and not summary["failed"]
     assert Image.open(tmp_path / "out" / "im1.png").size == (30, 50)
     assert (tmp_path / "out" / "summary.json").is_file() and (tmp_path / "out" / "config.yaml").is_file()
+    assert "t0ken-demo" not in (tmp_path / "out" / "config.yaml").read_text()  # no secret on disk
 
-    serving = ServeConfig(model=folder, port=_free_port(), num_cpus=0.5)
+    serving = ServeConfig(model=folder, port=_free_port(), num_cpus=0.5, auth_token="t0ken")
     answered = {}
 
     def poke():  # wait until the app is ready (the proxy answers 404 before), send one image, then SIGTERM
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{serving.url}/readyz", timeout=10).status_code == 200:
-                    answered["code"] = httpx.post(f"{serving.url}/v1/remove",
-                                                  files={"file": ("a.png", _image(20, 20))}, timeout=60).status_code
+                if httpx.get(f"{serving.url}/readyz", timeout=10).status_code == 200:  # the probes need no token
+                    answered["no_token"] = httpx.post(f"{serving.url}/v1/remove", files={"file": ("a.png", _image(20, 20))},
+                                                      timeout=60).status_code
+                    answered["docs"] = httpx.get(f"{serving.url}/docs", timeout=60).status_code
+                    answered["code"] = httpx.post(f"{serving.url}/v1/remove", files={"file": ("a.png", _image(20, 20))},
+                                                  headers={"Authorization": "Bearer t0ken"}, timeout=60).status_code
                     break
             except httpx.TransportError:
                 pass
@@ -265,6 +275,6 @@ def test_run_demo_round_trip_and_sigterm(ray_local, tmp_path):
 
     threading.Thread(target=poke, daemon=True).start()
     result = run(serving)
-    assert answered["code"] == 200 and result["url"] == serving.url
+    assert answered == {"no_token": 401, "docs": 401, "code": 200} and result["url"] == serving.url
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{serving.url}/healthz", timeout=5.0)

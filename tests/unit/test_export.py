@@ -78,3 +78,20 @@ def test_unknown_format():
 
     with pytest.raises(ValueError, match="valid: onnx, torchscript"):
         export("x", "tflite")
+
+
+def test_int8_onnx_export_is_smaller_loads_and_stays_close(ckpt, tmp_path):
+    from segsynth.predict import load_predictor
+    from segsynth.train.export import QUANTIZED_TOLERANCE, export
+
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    export(str(ckpt), "onnx", str(fp32))
+    card = export(str(ckpt), "onnx", str(int8), quantize=True)
+    assert card["quantized"].startswith("int8") and card["fp32_parity_max_abs_diff"] < 1e-3
+    assert card["parity_max_abs_diff"] <= QUANTIZED_TOLERANCE
+    assert int8.stat().st_size < 0.6 * fp32.stat().st_size and not (tmp_path / "int8.fp32.onnx").exists()
+    images = [np.random.default_rng(i).integers(0, 255, (50, 70, 3), np.uint8) for i in range(2)]
+    for got, want in zip(load_predictor(str(int8)).predict(images), load_predictor(str(fp32)).predict(images)):
+        assert got.shape == want.shape and np.abs(got - want).mean() < 0.05
+    with pytest.raises(ValueError, match="--format onnx"):
+        export(str(ckpt), "torchscript", str(tmp_path / "m.ts"), quantize=True)

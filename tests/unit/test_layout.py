@@ -16,7 +16,7 @@ RAY_FREE_STAGES = ("review",)  # stages without a Ray edge
 # the only modules that may import Ray: one edge per stage, and the shared way to start it
 RAY_EDGES = {f"segsynth.{s}.job" for s in STAGES if s not in RAY_FREE_STAGES} | {"segsynth.ray_env"}
 # modules above the stages: they run stages and may import anything
-ORCHESTRATORS = {"segsynth.cli", "segsynth.demo", "segsynth.testing"}
+ORCHESTRATORS = {"segsynth.cli", "segsynth.demo", "segsynth.testing", "segsynth"}  # (the root re-exports the API, lazily)
 # pure modules that need neither Ray nor torch (numpy, OpenCV, pyarrow)
 NUMPY_ONLY = ["segsynth.config", "segsynth.io", "segsynth.rng", "segsynth.split", "segsynth.preprocess",
               "segsynth.white", "segsynth.metrics", "segsynth.synth", "segsynth.synth.engine", "segsynth.synth.config",
@@ -25,7 +25,7 @@ NUMPY_ONLY = ["segsynth.config", "segsynth.io", "segsynth.rng", "segsynth.split"
               "segsynth.train.data", "segsynth.evaluate.config", "segsynth.evaluate.score", "segsynth.evaluate.report",
               "segsynth.serve.config", "segsynth.serve.uploads", "segsynth.active.config", "segsynth.active.signals",
               "segsynth.active.pool", "segsynth.active.select", "segsynth.active.score", "segsynth.active.harvest",
-              "segsynth.active.report"]
+              "segsynth.active.report", "segsynth.refine"]
 
 
 def module_name(path: Path) -> str:

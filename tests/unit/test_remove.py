@@ -74,3 +74,46 @@ def test_bad_arguments_are_exit_2(tmp_path):
     assert main(_args([str(tmp_path / "a.jpg"), "--out", str(tmp_path / "o"), "--no-progress"])) == 2  # no model, no url
     assert main(_args([str(tmp_path / "a.jpg"), "--out", str(tmp_path / "o"), "--model", "x", "--format", "jpeg"])) == 2
     assert not io.exists(str(tmp_path / "o"))
+
+
+# ---------------------------------------------------------------- the rembg-like Python API
+def test_python_api_returns_the_input_type(tmp_path, monkeypatch):
+    from segsynth import new_session, remove
+
+    photo = np.full((60, 80, 3), 255, np.uint8)
+    photo[15:45, 20:50] = (40, 80, 160)  # a product on white: the white-background rule is exact here
+    session = new_session(kind="white-threshold")
+    out = remove(photo, session=session)
+    assert out.shape == (60, 80, 4) and out[30, 30, 3] == 255 and out[2, 2, 3] == 0
+    mask = remove(photo, session=session, only_mask=True)
+    assert mask.shape == (60, 80) and mask.dtype == np.uint8
+    pil = remove(Image.fromarray(photo), session=session, bgcolor=(0, 255, 0, 255))
+    assert isinstance(pil, Image.Image) and pil.mode == "RGB" and pil.getpixel((2, 2)) == (0, 255, 0)
+    png = remove(io.encode_png(photo), session=session, crop=True)
+    cropped = io.decode_rgba(png)
+    assert png[:4] == b"\x89PNG" and cropped.shape[:2] == (34, 34)  # the 30 px box and 5% (2 px) around it
+    # a real checkpoint through the same call; bytes in, WebP out
+    ckpt = new_session(_tiny_checkpoint(tmp_path / "ckpt"))
+    webp = remove(io.encode_jpeg(photo), session=ckpt, fmt="webp")
+    assert webp[:4] == b"RIFF" and Image.open(__import__("io").BytesIO(webp)).size == (80, 60)
+    with pytest.raises(TypeError, match="bytes, a PIL image or a numpy array"):
+        remove("chair.jpg", session=session)
+    monkeypatch.delenv("SEGSYNTH_MODEL", raising=False)
+    with pytest.raises(ValueError, match="SEGSYNTH_MODEL"):
+        new_session()
+
+
+def test_cli_only_mask_bg_and_crop(tmp_path):
+    src = tmp_path / "in" / "a.png"
+    src.parent.mkdir(parents=True)
+    photo = np.full((60, 80, 3), 255, np.uint8)
+    photo[15:45, 20:50] = (40, 80, 160)
+    Image.fromarray(photo).save(src)
+    assert main(_args([str(src), "--out", str(tmp_path / "m"), "--kind", "white-threshold", "--only-mask", "--crop",
+                       "--no-progress"])) == 0
+    assert io.read_mask(tmp_path / "m" / "a.png").shape == (34, 34)
+    assert main(_args([str(src), "--out", str(tmp_path / "c"), "--kind", "white-threshold", "--bg", "#00ff00",
+                       "--format", "jpeg", "--no-progress"])) == 0
+    assert io.read_image(tmp_path / "c" / "a.jpg")[2, 2, 1] > 240
+    assert main(_args([str(src), "--out", str(tmp_path / "x"), "--kind", "white-threshold", "--only-mask",
+                       "--output", "rgba"])) == 2
