@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ["synth_throughput", "rooms", "train_overhead", "serve_load", "cpu_recipe", "recipe_ablation", "evaluation",
-           "review", "active"]
+           "review", "active", "refine"]
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -280,6 +280,17 @@ def active_results(delta_lo: float = -0.012) -> dict:
             "table": table}
 
 
+def refine_results() -> dict:
+    table = [{"set": st, "metric": m, "n": n, "off": off, "on": on, "delta": on - off, "lo": on - off - 0.008,
+              "hi": on - off + 0.009}
+             for st, n, rows in (("ecssd_51-100", 50, [("boundary_iou", 0.319, 0.346), ("ssim_box", 0.506, 0.505)]),
+                                 ("pascal_s_1-100", 100, [("boundary_iou", 0.168, 0.172), ("ssim_box", 0.385, 0.378)]))
+             for m, off, on in rows]
+    return {"command": "python benchmarks/refine.py --write", "date": "2026-12-01", "cores": 2, "load_avg": [0.6, 1.0],
+            "model": "outputs/cpu/train/best", "model_px": 320, "radius": 4, "eps": 0.001, "s_per_megapixel": 0.251,
+            "megapixels": 23.4, "interval": 0.95, "table": table, "default_min_px": 640}
+
+
 CASES = [
     ("synth_throughput", synth_results(), frozenset()),
     ("rooms", rooms_results(gpu=False), frozenset({"batch_sizes"})),
@@ -293,6 +304,7 @@ CASES = [
     ("review", review_results(), frozenset()),
     ("active", active_results(), frozenset()),
     ("active", active_results(delta_lo=0.004), frozenset()),
+    ("refine", refine_results(), frozenset()),
 ]
 
 
