@@ -1,7 +1,9 @@
 """Writing one benchmark's section of BENCHMARKS.md, leaving the other sections as they are."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Callable
 
 
 def write_section(path: Path, heading: str, text: str) -> None:
@@ -17,3 +19,17 @@ def write_section(path: Path, heading: str, text: str) -> None:
         end = old.find("\n## ", start + len(heading))
         new = old[:start] + text.rstrip("\n") + "\n\n" + (old[end + 1:] if end >= 0 else "")
     path.write_text(new.rstrip("\n") + "\n")
+
+
+def publish(results: dict, section: Callable[[dict], str], heading: str, save_to: Path | None = None,
+            write: bool = False) -> str:
+    """A benchmark's ending: save ``results`` as JSON (when ``save_to``), print ``section(results)``
+    and, with ``write``, put it into BENCHMARKS.md in place of the old section."""
+    if save_to is not None:
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        save_to.write_text(json.dumps(results, indent=2, default=float))
+    text = section(results)
+    print(text)
+    if write:
+        write_section(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", heading, text)
+    return text

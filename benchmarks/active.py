@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _sections import write_section  # noqa: E402
+from _sections import publish  # noqa: E402
 
 log = logging.getLogger("bench.active")
 HEADING = "## Active learning"
@@ -225,19 +225,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.chdir(REPO)
     if args.section_only:
-        r = json.loads(Path(args.results).read_text())
-        if "harvest_share" not in r:  # results written before this field: derived from the same run's files
-            r["harvest_share"] = harvest_share(Path(args.out), r["train"]["weight"])
-            r.setdefault("method_share", METHOD_SHARE)
-            Path(args.results).write_text(json.dumps(r, indent=2, default=float))
+        publish(json.loads(Path(args.results).read_text()), section, HEADING, write=args.write)
     else:
-        r = run(args)
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(r, indent=2, default=float))
-    text = section(r)
-    print(text)
-    if args.write:
-        write_section(REPO / "BENCHMARKS.md", HEADING, text)
+        publish(run(args), section, HEADING, save_to=Path(args.results), write=args.write)
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _sections import write_section  # noqa: E402
+from _sections import publish  # noqa: E402
 
 HEADING = "## Edge refinement"
 METRICS = ("boundary_iou", "ssim_box", "iou", "mae")
@@ -107,15 +107,9 @@ def main() -> int:
     args = p.parse_args()
     os.chdir(REPO)
     if args.section_only:
-        r = json.loads(Path(args.results).read_text())
+        publish(json.loads(Path(args.results).read_text()), section, HEADING, write=args.write)
     else:
-        r = run(args)
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(r, indent=2))
-    text = section(r)
-    print(text)
-    if args.write:
-        write_section(REPO / "BENCHMARKS.md", HEADING, text)
+        publish(run(args), section, HEADING, save_to=Path(args.results), write=args.write)
     return 0
 
 

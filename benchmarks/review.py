@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
-from _sections import write_section  # noqa: E402
+from _sections import publish  # noqa: E402
 
 HEADING = "## Review app"
 
@@ -252,16 +252,9 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.render:
-        results = json.loads(Path(args.render).read_text())
+        publish(json.loads(Path(args.render).read_text()), section, HEADING, write=args.write)
     else:
-        results = measure(args)
-        out = REPO / "outputs/bench/review/results.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
-    text = section(results)
-    print(text)
-    if args.write:
-        write_section(REPO / "BENCHMARKS.md", HEADING, text)
+        publish(measure(args), section, HEADING, save_to=REPO / "outputs/bench/review/results.json", write=args.write)
     return 0
 
 

@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import posixpath
 import shutil
 import sys
 from pathlib import Path
@@ -77,18 +78,26 @@ def _round_for(cfg: ActiveConfig, new: bool) -> int:
 
 
 # ---------------------------------------------------------------- score (Ray Data)
-def score_pool(cfg: ActiveConfig, model: EvalModel, out: str, address: str | None = None) -> dict:
-    """Score the pool with ``model`` into ``out``: ``scores.parquet``, ``masks/model/``, the
-    category ranking (``ranking.csv``, ``ranking.png``); teachers' masks into the cache."""
-    from segsynth.ray_env import init_ray
-
+def check_scoring(cfg: ActiveConfig, model: EvalModel) -> tuple[list[dict], dict]:
+    """Every input scoring needs, before anything is written or started: the pool's photos (and
+    what was left out of it), the model, the teachers."""
     cfg.require_scoring()
     if model.path:
         io.require_input(model.path, "model.path")
     for t in cfg.teachers:
         if t.path:
             io.require_input(t.path, f"teachers ({t.name}).path")
-    items, left_out = pool_items(cfg.pool)
+    return pool_items(cfg.pool)
+
+
+def score_pool(cfg: ActiveConfig, model: EvalModel, out: str, address: str | None = None,
+               pool: tuple[list[dict], dict] | None = None) -> dict:
+    """Score the pool with ``model`` into ``out``: ``scores.parquet``, ``masks/model/``, the
+    category ranking (``ranking.csv``, ``ranking.png``); teachers' masks into the cache.
+    ``pool``: what :func:`check_scoring` returned, when the caller checked already."""
+    from segsynth.ray_env import init_ray
+
+    items, left_out = pool or check_scoring(cfg, model)
     io.require_output(out)
     ray = init_ray(address)
     compute = {"batch_size": cfg.batch_size, "num_cpus": cfg.cpus_per_worker, "num_gpus": cfg.gpus_per_worker or None,
@@ -137,11 +146,10 @@ def score(cfg: ActiveConfig, address: str | None = None) -> dict:
     if io.exists(io.join(rd, "scores.parquet")) and cfg.round is None:
         log.info("round %d is scored already (%s); continuing from there", n, rd)
         return {**json.loads(io.read_bytes(io.join(rd, "score_summary.json"))), "round": n}
-    cfg.require_scoring()
     model = current_model(cfg, n)
-    pool_items(cfg.pool)  # a wrong pool path fails here, before the round's folder exists
+    pool = check_scoring(cfg, model)  # a wrong path fails here, before the round's folder exists
     save_config(cfg, rd)
-    summary = score_pool(cfg, model, rd, address)
+    summary = score_pool(cfg, model, rd, address, pool=pool)
     return {**summary, "round": n}
 
 
@@ -178,7 +186,7 @@ def accept_round(cfg: ActiveConfig, address: str | None = None) -> dict:
     rd = Path(round_dir(cfg, n))
     io.require_input(str(rd / "review"), f"round {n}'s review task (run `segsynth active select`)", "folder")
     queue = io.read_parquet(str(rd / "queue.parquet")).to_pylist()
-    original = {q["stem"]: q["key"].split("/", 1)[-1].rsplit("/", 1)[-1] for q in queue}
+    original = {q["stem"]: posixpath.basename(q["key"].split("/", 1)[1]) for q in queue}  # "<source>/<bg_id>" -> file stem
     counts = AR.auto_accept(cfg, str(rd / "review"), original)
     (rd / "auto_accept.json").write_text(json.dumps(counts, indent=2))  # which rule decided how many (harvest reports it)
     return {"round": n, "out": str(rd / "review"), "automatic": True, **counts}

@@ -66,11 +66,9 @@ def _to_rgb(data: Any) -> tuple[np.ndarray, str, Any]:
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
             raise ValueError(f"remove: expected an (H, W, 3) RGB or (H, W, 4) RGBA array, got shape {arr.shape}")
         return np.ascontiguousarray(arr[:, :, :3]), "array", None
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(data, Image.Image):
+    from PIL import Image
+
+    if isinstance(data, Image.Image):
         return np.asarray(data.convert("RGB")), "pil", data
     raise TypeError(f"remove: expected bytes, a PIL image or a numpy array, got {type(data).__name__}")
 
