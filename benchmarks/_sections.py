@@ -5,6 +5,18 @@ import json
 from pathlib import Path
 from typing import Callable
 
+# The real dev pairs the CPU recipe's ``best/`` was not selected on (it selects on ECSSD dev 1-50):
+# (label, folder under DATA/eval, stems; None: all pairs). Benchmarks report on these.
+HELD_OUT = (("ecssd_51-100", "ecssd_dev", "51-100"), ("pascal_s_1-100", "pascal_s_dev", None))
+
+
+def held_out_pairs(data: str | Path) -> list[tuple[str, list[dict]]]:
+    """``[(label, items)]`` of :data:`HELD_OUT` in the shared data folder ``data``; items as
+    :func:`segsynth.io.labelled_folder` returns them (``stem, image, mask, category``)."""
+    from segsynth import io
+
+    return [(label, io.labelled_folder(Path(data) / "eval" / folder, stems)) for label, folder, stems in HELD_OUT]
+
 
 def write_section(path: Path, heading: str, text: str) -> None:
     """Replace the section that starts with ``heading`` (e.g. ``## Rooms``) by ``text``, or append it.

@@ -55,6 +55,11 @@ class Predictor:
         return {"name": self.name, "kind": type(self).__name__}
 
 
+# "0": ONNX Runtime's idle worker threads sleep instead of spinning. A serving replica sets it: its
+# cores are shared with decoding, encoding and Serve's proxy, which spinning threads would starve.
+ORT_SPIN_ENV = "SEGSYNTH_ORT_SPIN"
+
+
 def _ort_session(path: str, threads: int | None = None):
     try:
         import onnxruntime as ort
@@ -64,6 +69,8 @@ def _ort_session(path: str, threads: int | None = None):
         raise FileNotFoundError(f"ONNX model {path} does not exist; pass the path of a .onnx file")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or int(os.environ.get("SEGSYNTH_ORT_THREADS", "0"))
+    if os.environ.get(ORT_SPIN_ENV, "1") == "0":  # idle threads sleep instead of spinning for work
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     return ort.InferenceSession(path, sess_options=opts, providers=providers)
 

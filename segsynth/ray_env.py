@@ -28,6 +28,15 @@ def prepare_env() -> None:
     Path(os.environ["RAY_TMPDIR"], "ray").mkdir(parents=True, exist_ok=True)
     # Worker processes must not try the model hub unless the user opted in.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.update({k: v for k, v in SERVE_ENV.items() if k not in os.environ})
+
+
+# Ray Serve's leaner request path (benchmarks/serve_load.py measured the hops): the HTTP proxy
+# reaches the replica over gRPC instead of Ray actor calls, and the replica runs the endpoint's
+# handlers on its own event loop instead of a second one in another thread (the handlers hand
+# their blocking work to worker threads). Read by the Serve processes when they start: a cluster
+# sets them in its nodes' environment (deploy/kuberay, cluster.yaml).
+SERVE_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):

@@ -1,9 +1,13 @@
 """What the two web apps (the serving endpoint and the review app) answer when they refuse a
 request: ``{"error": {"code", "message"}}`` with a 4xx status, for their own errors, FastAPI's
-validation errors and Starlette's HTTP errors alike."""
+validation errors and Starlette's HTTP errors alike; and :class:`RequestGuard`, the ASGI layer
+in front of the endpoint's routes (bearer token, header limits, body read deadlines)."""
 from __future__ import annotations
 
+import asyncio
 import hmac
+import time
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from fastapi import FastAPI, Request
@@ -23,7 +27,10 @@ def install_error_handlers(app: FastAPI, own: type[Exception], validation_status
 
     @app.exception_handler(own)
     async def _own(request: Request, exc) -> JSONResponse:
-        return json_error(exc.status, exc.code, exc.message)
+        response = json_error(exc.status, exc.code, exc.message)
+        if exc.status == 503:  # busy, not broken: clients (and segsynth remove --url) retry
+            response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -36,25 +43,121 @@ def install_error_handlers(app: FastAPI, own: type[Exception], validation_status
         return json_error(validation_status, validation_code, f"{where}: {first.get('msg', 'invalid request')}")
 
 
-def install_bearer_auth(app: FastAPI, token: Callable[[], str | None], open_paths: Iterable[str] = ("/healthz", "/readyz")) -> None:
-    """Every request to ``app`` but ``open_paths`` (matched at the end of the path, so a route
-    prefix does not matter) needs ``Authorization: Bearer <token()>`` when ``token()`` is set;
-    otherwise 401 with ``WWW-Authenticate: Bearer`` and nothing runs. ``token`` is read per
-    request: a replica sets it when it starts."""
-    open_paths = tuple(open_paths)
+@dataclass(frozen=True)
+class RequestLimits:
+    """What a request may cost before a route runs (checked by :class:`RequestGuard`).
 
-    @app.middleware("http")
-    async def _bearer(request: Request, call_next):
-        expected = token()
-        if expected and not request.url.path.rstrip("/").endswith(open_paths):
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    A client that sends headers beyond ``max_header_bytes`` / ``max_headers`` gets 431; one whose
+    body takes longer than ``body_timeout_s`` in all, or arrives slower than ``min_body_rate``
+    bytes/s on average once ``body_grace_s`` has passed (one byte a second, to hold a slot), gets
+    408 and its slot back. ``None`` turns a check off.
+    """
+
+    max_header_bytes: int | None = 16_384  # names + values; browsers send ~1-2 KB, a JWT a few KB
+    max_headers: int | None = 100
+    body_timeout_s: float | None = 60.0  # 20 MB at ~330 KB/s; a slower client should upload elsewhere
+    min_body_rate: float | None = 16_384.0  # bytes/s on average after the grace period
+    body_grace_s: float = 2.0  # a slow start (TLS, a phone waking its radio) is not an attack
+
+
+class BodyTimeout(Exception):
+    """The client sent its body too slowly (see :class:`RequestLimits`)."""
+
+
+def guarded_receive(receive, limits: RequestLimits, clock=time.monotonic):
+    """``receive`` (ASGI) that raises :class:`BodyTimeout` when the body arrives too slowly.
+
+    The deadline for the next chunk is the earlier of the total ``body_timeout_s`` and the time
+    by which, at ``min_body_rate``, the bytes so far plus one more should have arrived."""
+    started = clock()
+    received = 0
+
+    async def receive_with_deadline():
+        nonlocal received
+        deadlines = []
+        if limits.body_timeout_s is not None:
+            deadlines.append(started + limits.body_timeout_s)
+        if limits.min_body_rate:
+            deadlines.append(started + limits.body_grace_s + (received + 1) / limits.min_body_rate)
+        if not deadlines:
+            return await receive()
+        wait = min(deadlines) - clock()
+        try:
+            message = await asyncio.wait_for(receive(), timeout=max(wait, 0.0))
+        except asyncio.TimeoutError:
+            raise BodyTimeout(f"the request body arrived too slowly ({received} bytes in "
+                              f"{clock() - started:.1f} s); send it at once, at least "
+                              f"{int(limits.min_body_rate or 0)} bytes/s, within {limits.body_timeout_s} s") from None
+        if message.get("type") == "http.request":
+            received += len(message.get("body", b""))
+        return message
+
+    return receive_with_deadline
+
+
+class RequestGuard:
+    """Pure ASGI middleware (no per-request task or body copy, unlike ``@app.middleware``):
+    header limits (431), the bearer token (401, on every path but ``open_paths``), body read
+    deadlines (408); a route that is refused never runs. ``token()`` and ``limits()`` are read
+    per request: a replica sets them when it starts."""
+
+    def __init__(self, app, token: Callable[[], str | None] = lambda: None,
+                 limits: Callable[[], RequestLimits | None] = lambda: None,
+                 open_paths: Iterable[str] = ("/healthz", "/readyz")):
+        self.app, self.token, self.limits, self.open_paths = app, token, limits, tuple(open_paths)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limits = self.limits()
+        headers = scope.get("headers") or []
+        refusal = None
+        if limits is not None:
+            size = sum(len(k) + len(v) for k, v in headers)
+            if limits.max_headers is not None and len(headers) > limits.max_headers:
+                refusal = (431, "headers_too_large", f"{len(headers)} request headers; at most {limits.max_headers}")
+            elif limits.max_header_bytes is not None and size > limits.max_header_bytes:
+                refusal = (431, "headers_too_large", f"the request headers hold {size} bytes; at most "
+                                                     f"{limits.max_header_bytes}")
+        expected = self.token()
+        if refusal is None and expected and not scope["path"].rstrip("/").endswith(self.open_paths):
+            given_header = next((v for k, v in headers if k == b"authorization"), b"").decode("latin-1")
+            scheme, _, given = given_header.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-                problem = "wrong token" if given else "no token"
-                r = json_error(401, "unauthorized", f"{problem}: send the header 'Authorization: Bearer <token>' "
-                                                    "(the serve config's auth_token or $SEGSYNTH_AUTH_TOKEN)")
-                r.headers["WWW-Authenticate"] = "Bearer"
-                return r
-        return await call_next(request)
+                refusal = (401, "unauthorized", f"{'wrong token' if given else 'no token'}: send the header "
+                                                "'Authorization: Bearer <token>' (the serve config's auth_token "
+                                                "or $SEGSYNTH_AUTH_TOKEN)")
+        if refusal is not None:
+            status, code, message = refusal
+            response = json_error(status, code, message)
+            if status == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+            return await response(scope, receive, send)
+        if limits is not None and (limits.body_timeout_s is not None or limits.min_body_rate):
+            receive = guarded_receive(receive, limits)
+        started = False
+
+        async def send_tracking(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except BodyTimeout as e:
+            if started:  # too late for a status: the connection just ends
+                raise
+            response = json_error(408, "body_timeout", str(e))
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
+
+
+def install_request_guard(app: FastAPI, token: Callable[[], str | None] = lambda: None,
+                          limits: Callable[[], RequestLimits | None] = lambda: None,
+                          open_paths: Iterable[str] = ("/healthz", "/readyz")) -> None:
+    """:class:`RequestGuard` around ``app``: the outermost layer, before routing and FastAPI's
+    own error handling (a refused request costs a header scan)."""
+    app.add_middleware(RequestGuard, token=token, limits=limits, open_paths=open_paths)
 
 
 _BEARER: dict[str, str | None] = {"token": None}  # this process's serving token (one replica per process)
@@ -66,3 +169,14 @@ def set_bearer_token(token: str | None) -> None:
 
 def bearer_token() -> str | None:
     return _BEARER["token"]
+
+
+_LIMITS: dict[str, RequestLimits | None] = {"limits": None}  # this process's request limits (set by a replica)
+
+
+def set_request_limits(limits: RequestLimits | None) -> None:
+    _LIMITS["limits"] = limits
+
+
+def request_limits() -> RequestLimits | None:
+    return _LIMITS["limits"]

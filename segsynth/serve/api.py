@@ -75,24 +75,26 @@ def _to_rgb(data: Any) -> tuple[np.ndarray, str, Any]:
 
 def remove(data: Any, session: Session | None = None, *, only_mask: bool = False,
            bgcolor: tuple[int, ...] | None = None, threshold: float | None = None, crop: bool = False,
-           refine: bool = True, fmt: str = "png") -> Any:
+           refine: bool = True, shadow: bool = False, bg_image: Any = None, fmt: str = "png") -> Any:
     """The cutout of ``data`` (bytes, a PIL image or a numpy array), in the input's type.
 
     ``only_mask``: the 8-bit mask instead of the cutout; ``bgcolor``: ``(r, g, b)`` or
     ``(r, g, b, a)`` composites the cutout over that colour (alpha ignored, as an opaque
     background); ``threshold``: 0..1 makes the alpha hard; ``crop``: only the product's box with a
     5% margin; ``refine``: the mask's edges sharpened by the full-resolution photo (photos over
-    640 px); ``fmt``: the encoding when the input is
-    bytes (png, webp, jpeg). ``session`` defaults to ``new_session()`` (``$SEGSYNTH_MODEL``), which
+    640 px); ``shadow``: keep the product's contact shadow on a plain backdrop as partial alpha;
+    ``bg_image`` (bytes, a PIL image or an array): composite over that photo (scaled to cover,
+    centred); ``fmt``: the encoding when the input is bytes (png, webp, jpeg). ``session`` defaults to ``new_session()`` (``$SEGSYNTH_MODEL``), which
     loads the model on every call: create one session and pass it.
     """
     session = session or new_session()
     rgb, kind, pil = _to_rgb(data)
-    output = "mask" if only_mask else ("composite" if bgcolor is not None else "rgba")
+    output = "mask" if only_mask else ("composite" if bgcolor is not None or bg_image is not None else "rgba")
     bg = tuple(int(c) for c in bgcolor[:3]) if bgcolor is not None else (255, 255, 255)
-    opts = CutoutOptions(output=output, bg=bg, threshold=threshold, crop=crop, refine=refine,
+    opts = CutoutOptions(output=output, bg=bg, threshold=threshold, crop=crop, refine=refine, shadow=shadow,
                          format=fmt if kind == "bytes" else "png")
-    pixels = cutout_pixels(rgb, session.mask(rgb), opts)
+    background = None if bg_image is None or only_mask else _to_rgb(bg_image)[0]
+    pixels = cutout_pixels(rgb, session.mask(rgb), opts, background)
     if kind == "bytes":
         return encode_output(pixels, opts.format)
     if kind == "pil":

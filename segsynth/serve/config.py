@@ -22,7 +22,7 @@ class ServeConfig:
     route_prefix: str = "/"
     app_name: str = "segsynth"
     max_batch_size: int = 8  # images per forward pass
-    batch_wait_timeout_s: float = 0.005  # how long a partial batch waits for company (latency at low load)
+    batch_wait_timeout_s: float = 0.005  # how long a partial batch waits for requests still decoding (never for none)
     max_ongoing_requests: int = 32  # per replica; must be >= max_batch_size or batches never fill
     max_queued_requests: int = 256  # beyond this the proxy answers 503 (the client retries)
     access_log: bool = False        # a log line per request costs CPU in the replica and the log monitor
@@ -33,6 +33,17 @@ class ServeConfig:
     max_upload_bytes: int = 20_000_000  # per file; bigger uploads get 413
     max_pixels: int = 40_000_000  # width * height from the header; bigger images get 413 before decoding
     max_files_per_request: int = 16  # for /v1/remove:batch
+    max_request_bytes: int = 64_000_000  # a whole request body (413 beyond): 16 x 20 MB in one request is not on
+    # images, bodies and their working memory (~32 bytes per pixel) a replica holds at once; beyond it requests
+    # wait up to memory_wait_s, then 503 (the client retries); an image needing more than all of it gets 413
+    memory_budget_bytes: int = 2_000_000_000
+    memory_wait_s: float = 10.0
+    # a slow client's hold on a request slot: the whole body within body_timeout_s, and on average at least
+    # min_body_rate bytes/s after the first 2 s (1 byte a second, to hold every slot, gets 408); null turns one off
+    body_timeout_s: float | None = 60.0
+    min_body_rate: float | None = 16_384.0
+    max_header_bytes: int = 16_384  # names + values of all request headers (431 beyond)
+    max_headers: int = 100
     demo_images: str | None = None  # a folder: run a round trip with a few of its images instead of serving
     demo_limit: int = 4  # images sent in the demo round trip
     out: str = "outputs/serve"  # where the demo round trip writes its cutouts and summary
@@ -43,6 +54,14 @@ class ServeConfig:
     def with_token(self) -> "ServeConfig":
         """This config with ``auth_token`` taken from ``$SEGSYNTH_AUTH_TOKEN`` when not set."""
         return self if self.auth_token else replace(self, auth_token=os.environ.get(AUTH_TOKEN_ENV) or None)
+
+    @property
+    def request_limits(self):
+        """The :class:`segsynth.webapi.RequestLimits` a replica enforces before its routes run."""
+        from segsynth.webapi import RequestLimits  # FastAPI only where a server runs
+
+        return RequestLimits(max_header_bytes=self.max_header_bytes, max_headers=self.max_headers,
+                             body_timeout_s=self.body_timeout_s, min_body_rate=self.min_body_rate)
 
     def check_inputs(self) -> None:
         if not self.model and self.kind != "white-threshold":
@@ -59,9 +78,16 @@ class ServeConfig:
             raise ConfigError(f"port={self.port}; expected 1..65535")
         if not self.route_prefix.startswith("/"):
             raise ConfigError(f"route_prefix={self.route_prefix!r} must start with '/'")
-        for key in ("max_upload_bytes", "max_pixels", "max_files_per_request", "num_replicas", "demo_limit"):
+        for key in ("max_upload_bytes", "max_pixels", "max_files_per_request", "num_replicas", "demo_limit",
+                    "max_request_bytes", "memory_budget_bytes", "max_header_bytes", "max_headers"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}; must be >= 1")
+        for key in ("memory_wait_s", "body_timeout_s", "min_body_rate"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ConfigError(f"{key}={getattr(self, key)}; must be > 0 (null turns the body checks off)")
+        if self.max_request_bytes < self.max_upload_bytes:
+            raise ConfigError(f"max_request_bytes={self.max_request_bytes} is below max_upload_bytes="
+                              f"{self.max_upload_bytes}: no upload of the allowed size could arrive")
         if self.num_gpus < 0 or self.num_cpus < 0:
             raise ConfigError("num_cpus and num_gpus must be >= 0")
 

@@ -22,7 +22,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 from ray import cloudpickle, serve
 
 from segsynth import console, io
@@ -43,18 +42,9 @@ cloudpickle.register_pickle_by_value(service_module)
 @serve.deployment(name="BackgroundRemoval", graceful_shutdown_timeout_s=30)
 @serve.ingress(api)
 class BackgroundRemoval(RemovalService):
-    """A Serve replica of :class:`segsynth.serve.service.RemovalService`, with concurrent
-    requests gathered into batches."""
-
-    def __init__(self, cfg: ServeConfig):
-        # @serve.batch takes its sizes at decoration time; the config sets them per deployment
-        self.predict_one.set_max_batch_size(cfg.max_batch_size)
-        self.predict_one.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-        super().__init__(cfg)
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def predict_one(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        return await self.predict_images(images)
+    """A Serve replica of :class:`segsynth.serve.service.RemovalService`: the ingress and the
+    model in one deployment (no second hop), concurrent requests batched by its own
+    :class:`~segsynth.serve.batcher.Batcher`."""
 
 
 def build_app(cfg: ServeConfig):

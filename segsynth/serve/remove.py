@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bg", default=None, help="background colour #rrggbb: the cutout composited over it")
     p.add_argument("--crop", action="store_true", help="crop each output to the product's box with a 5%% margin")
     p.add_argument("--no-refine", action="store_true", help="keep the model's mask as resized (no guided-filter edges)")
+    p.add_argument("--shadow", action="store_true", help="keep each product's contact shadow (plain backdrops) as partial alpha")
+    p.add_argument("--bg-image", default=None, metavar="FILE",
+                   help="a background photo: each cutout composited over it (scaled to cover, centred)")
     p.add_argument("--threshold", type=float, default=None, help="0..1 hard alpha (default: soft)")
     p.add_argument("--format", default="png", choices=["png", "webp", "jpeg"])
     p.add_argument("--token", default=None, help="with --url: the endpoint's bearer token (default: $SEGSYNTH_AUTH_TOKEN)")
@@ -90,10 +93,13 @@ def _progress(total: int, disabled: bool):
 
 
 def run_local(jobs: list[Job], opts: CutoutOptions, model: str | None, kind: str | None = None,
-              batch_size: int = 8, progress: bool = True) -> dict[str, str]:
-    """Cut out ``jobs`` with the model in this process; returns ``{src: error}`` for failures."""
+              batch_size: int = 8, progress: bool = True, background: bytes | None = None) -> dict[str, str]:
+    """Cut out ``jobs`` with the model in this process; returns ``{src: error}`` for failures
+    (an unreadable file, or an output its format cannot hold: that file is skipped, the rest go on)."""
     from segsynth.predict import load_predictor
     from segsynth.serve.uploads import decode_upload, render_cutout
+
+    bg_rgb = None if background is None else decode_upload(background, "--bg-image", DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS)
 
     predictor = load_predictor(model, kind=kind)
     failures: dict[str, str] = {}
@@ -111,15 +117,20 @@ def run_local(jobs: list[Job], opts: CutoutOptions, model: str | None, kind: str
         if not images:
             continue
         for job, rgb, mask in zip(chunk, images, predictor.predict(images)):
-            body, _ = render_cutout(rgb, mask, opts)
-            io.write_bytes(job.dest, body)
+            try:
+                body, _ = render_cutout(rgb, mask, opts, bg_rgb)
+                io.write_bytes(job.dest, body)
+            except (UploadError, OSError) as e:
+                failures[job.src] = str(e)
+                log.warning("skipped %s: %s", job.src, e)
             bar.update(1)
     bar.close()
     return failures
 
 
 async def _run_remote(jobs: list[Job], opts: CutoutOptions, url: str, concurrency: int, retries: int,
-                      timeout: float, progress: bool, token: str | None = None) -> dict[str, str]:
+                      timeout: float, progress: bool, token: str | None = None,
+                      background: bytes | None = None) -> dict[str, str]:
     import httpx
 
     params = {"output": opts.output, "format": opts.format}
@@ -131,6 +142,8 @@ async def _run_remote(jobs: list[Job], opts: CutoutOptions, url: str, concurrenc
         params["crop"] = "true"
     if not opts.refine:
         params["refine"] = "false"
+    if opts.shadow:
+        params["shadow"] = "true"
     endpoint = url.rstrip("/") + "/v1/remove"
     failures: dict[str, str] = {}
     gate = asyncio.Semaphore(max(1, concurrency))
@@ -148,7 +161,8 @@ async def _run_remote(jobs: list[Job], opts: CutoutOptions, url: str, concurrenc
             name = job.src.replace("\\", "/").rsplit("/", 1)[-1]
             for attempt in range(retries + 1):
                 try:
-                    r = await client.post(endpoint, params=params, files={"file": (name, data)})
+                    files = [("file", (name, data))] + ([("bg_image", ("bg_image", background))] if background else [])
+                    r = await client.post(endpoint, params=params, files=files)
                 except httpx.TransportError as e:  # refused, reset, timed out: worth another try
                     problem = f"{type(e).__name__}: {e}"
                 else:
@@ -183,17 +197,27 @@ def _error_message(r) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    output = args.output or ("mask" if args.only_mask else "composite" if args.bg else "rgba")
+    output = args.output or ("mask" if args.only_mask else "composite" if args.bg or args.bg_image else "rgba")
     if args.only_mask and output != "mask":
         log.error("--only-mask writes masks; it cannot go with --output %s", output)
         return 2
     try:
         opts = CutoutOptions(output=output, threshold=args.threshold, format=args.format, crop=args.crop,
-                             refine=not args.no_refine,
+                             refine=not args.no_refine, shadow=args.shadow,
                              **({"bg": _parse_bg(args.bg)} if args.bg else {}))
     except UploadError as e:
         log.error("%s", e.message)
         return 2
+    background = None
+    if args.bg_image:
+        if output != "composite":
+            log.error("--bg-image is a background to composite over; it cannot go with --output %s", output)
+            return 2
+        try:
+            background = io.read_bytes(args.bg_image)
+        except OSError as e:
+            log.error("--bg-image %s: unreadable (%s); pass an image file", args.bg_image, e)
+            return 2
     if not args.url and not args.model and args.kind != "white-threshold":
         log.error("pass --model PATH to run in-process, or --url URL to use an endpoint")
         return 2
@@ -210,9 +234,13 @@ def main(args: argparse.Namespace) -> int:
     if args.url:
         token = args.token or os.environ.get(AUTH_TOKEN_ENV) or None
         failures = asyncio.run(_run_remote(todo, opts, args.url, args.concurrency, args.retries, args.timeout, progress,
-                                           token))
+                                           token, background))
     else:
-        failures = run_local(todo, opts, args.model, args.kind, args.batch_size, progress)
+        try:
+            failures = run_local(todo, opts, args.model, args.kind, args.batch_size, progress, background)
+        except UploadError as e:  # the background itself is not an image
+            log.error("%s", e.message)
+            return 2
     seconds = time.perf_counter() - started
     log.info("%d written, %d failed, %d skipped in %.1f s -> %s", len(todo) - len(failures), len(failures),
              len(jobs) - len(todo), seconds, args.out)

@@ -1,35 +1,48 @@
 """The HTTP API behind ``segsynth serve``: FastAPI routes on :class:`RemovalService`, no Ray.
 
-:mod:`segsynth.serve.job` makes it a Ray Serve deployment (``BackgroundRemoval``: ingress and
-``@serve.batch`` on :meth:`RemovalService.predict_one`).
+:mod:`segsynth.serve.job` makes it a Ray Serve deployment (``BackgroundRemoval``: the ingress,
+one deployment, no second hop to a model deployment).
 
 Endpoints (under ``route_prefix``):
 
 - ``POST /v1/remove``: one image (multipart field ``file``, or the raw request body) -> the
-  cutout at the input's size. Query options: ``output=rgba|mask|composite`` (default rgba),
-  ``bg=#rrggbb`` (composite), ``threshold`` (0..1; soft alpha when absent),
-  ``format=png|webp|jpeg`` (default png), ``crop=true`` (the product's box with a margin), ``refine=false`` (no guided-filter edges).
-- ``POST /v1/remove:batch``: several ``file`` fields -> a zip (default) or, with
-  ``response=json``, JSON with base64 results; a bad file is reported, the others still return.
+  cutout at the input's size. Query options: ``output=rgba|mask|composite`` (default rgba;
+  composite when a ``bg_image`` is sent), ``bg=#rrggbb`` (composite), ``threshold`` (0..1; soft
+  alpha when absent), ``format=png|webp|jpeg`` (default png), ``crop=true`` (the product's box
+  with a margin), ``refine=false`` (no guided-filter edges), ``shadow=true`` (keep the product's
+  contact shadow as partial alpha). A multipart field ``bg_image`` is a background photo to
+  composite over (scaled to cover, centred).
+- ``POST /v1/remove:batch``: several ``file`` fields (and an optional ``bg_image`` for all) -> a
+  zip (default) or, with ``response=json``, JSON with base64 results; a bad file is reported, the
+  others still return.
 - with an ``auth_token`` (or ``$SEGSYNTH_AUTH_TOKEN``) every route but ``/healthz`` and ``/readyz``
   (the docs too) needs ``Authorization: Bearer <token>``, else 401;
 - ``GET /healthz`` (process up), ``GET /readyz`` (model loaded), ``GET /v1/model`` (model card
-  and serving settings), ``GET /v1/stats`` (requests, observed batch sizes, resident memory),
+  and serving settings), ``GET /v1/stats`` (requests, batch sizes, time per hop, memory),
   ``GET /docs`` and ``/openapi.json``.
 
+The request path, in order: :class:`segsynth.webapi.RequestGuard` (header limits 431, token 401,
+body read deadlines 408), the body read (413 over the byte limit, before and while reading), the
+header-only open of each image (413 over the pixel limit), a reservation in the replica's
+:class:`~segsynth.serve.budget.MemoryBudget` (waits, then 503; 413 for an image that alone
+exceeds it), decoding in a worker thread, the :class:`~segsynth.serve.batcher.Batcher` (one
+forward pass for the images that arrived while the previous one ran), rendering and encoding in
+a worker thread (422 for an output beyond its format's size). Each response carries a
+``Server-Timing`` header with the time of each of those hops (``read``, ``decode``, ``queue``,
+``model``, ``encode``, ``app`` for all of them); ``/v1/stats`` sums them.
+
 Every refused input is a 4xx with ``{"error": {"code", "message"}}`` (see
-:mod:`segsynth.serve.uploads`); the replica keeps serving. The model is loaded once per replica in
-``__init__``. Requests meet in :meth:`RemovalService.predict_one` (``@serve.batch`` on Serve): the
-images of a batch, whatever their sizes, are resized (longer side to the model's size) and padded
-into one ``(N, S, S)`` tensor, so one forward pass serves them all and the shapes the runtime sees
-are fixed (memory does not creep with every new aspect ratio); each mask goes back to its own
-image's size.
+:mod:`segsynth.serve.uploads`); the replica keeps serving. The images of a batch, whatever their
+sizes, are resized (longer side to the model's size) and padded into one ``(N, S, S)`` tensor, so
+one forward pass serves them all and the shapes the runtime sees are fixed (memory does not creep
+with every new aspect ratio); each mask goes back to its own image's size.
 """
 # No `from __future__ import annotations` here: FastAPI must see the route signatures'
 # types (Request) at runtime, and Serve's ingress rewrites the methods out of this module's scope.
 import asyncio
 import base64
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -47,9 +60,14 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from segsynth import io
+from segsynth.predict import ORT_SPIN_ENV
+from segsynth.serve.batcher import Batcher
+from segsynth.serve.budget import MemoryBudget
 from segsynth.serve.config import ServeConfig
-from segsynth.serve.uploads import CutoutOptions, UploadError, decode_upload, render_cutout
-from segsynth.webapi import bearer_token, install_bearer_auth, install_error_handlers, json_error, set_bearer_token
+from segsynth.serve.uploads import (OPTION_NAMES, CutoutOptions, UploadError, load_upload, open_upload, render_cutout,
+                                    working_bytes)
+from segsynth.webapi import (bearer_token, install_error_handlers, install_request_guard, json_error, request_limits,
+                             set_bearer_token, set_request_limits)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +81,8 @@ api = FastAPI(
 
 
 install_error_handlers(api, UploadError, validation_status=400, validation_code="bad_option")
-install_bearer_auth(api, bearer_token)  # a no-op until a replica starts with an auth_token
+install_request_guard(api, token=bearer_token, limits=request_limits)  # both set when a replica starts
+BACKGROUND_FIELD = "bg_image"  # the multipart field of a background photo; every other file field is an image
 
 
 # ---------------------------------------------------------------- model
@@ -113,115 +132,207 @@ _OPTION_DOCS = {
     "crop": "true: only the product's box with a 5% margin; false (default): the whole image",
     "refine": "true (default): the mask's edges follow the full-resolution photo (guided filter, photos over "
               "640 px); false: the model's mask resized as is",
+    "shadow": "true: keep the product's contact shadow (on a plain backdrop) as partial black alpha; false (default): "
+              "shadows are background",
 }
+assert set(_OPTION_DOCS) == set(OPTION_NAMES)  # every option a request may set is documented
+_FILE_DOC = "the image (JPEG, PNG, WebP, BMP, TIFF, GIF)"
+_BG_IMAGE_DOC = ("optional background photo: the cutout composited over it (scaled to cover, centred); implies "
+                 "output=composite")
+
+
+def _request_body(many: bool) -> dict:
+    """The OpenAPI request body of a route that reads its body itself (multipart or raw)."""
+    file_schema = {"type": "string", "format": "binary", "description": _FILE_DOC}
+    files = {"type": "array", "items": file_schema, "description": "one field per image"} if many else file_schema
+    content = {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": files, BACKGROUND_FIELD: {"type": "string", "format": "binary", "description": _BG_IMAGE_DOC}}}}}
+    if not many:
+        content["image/*"] = {"schema": {"type": "string", "format": "binary"},
+                              "example": "the raw image bytes as the body (no bg_image then)"}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 _ERRORS = {s: {"description": d, "content": {"application/json": {"example": {"error": {"code": c, "message": "..."}}}}}
            for s, d, c in [(400, "empty upload or bad option", "empty"), (413, "over the byte or pixel limit", "too_large"),
-                           (415, "not an image", "not_an_image"), (422, "corrupt or truncated image", "truncated")]}
+                           (415, "not an image", "not_an_image"), (422, "corrupt or truncated image, or an output too large for its format", "truncated"),
+                           (408, "the body arrived too slowly", "body_timeout"),
+                           (431, "request headers too large", "headers_too_large"),
+                           (503, "the replica's memory budget stayed full (retry)", "busy")]}
 
 
 class RemovalService:
-    """One replica: the model, loaded once, behind the HTTP API (see the module docstring).
-
-    Without Ray Serve's batching (:meth:`predict_one` unwrapped) each request is its own batch.
-    """
+    """One replica: the model, loaded once, behind the HTTP API (see the module docstring)."""
 
     def __init__(self, cfg: ServeConfig):
         started = time.perf_counter()
         self.cfg = cfg = cfg.with_token()
         set_bearer_token(cfg.auth_token)
+        set_request_limits(cfg.request_limits)
+        os.environ.setdefault(ORT_SPIN_ENV, "0")  # this process's cores are shared: see segsynth.predict
         self.predictor = load_model(cfg)
         # warm-up with a FULL batch: the runtime's memory arena reaches its largest shape now, so
         # resident memory does not creep up later as bigger batches happen (and request 1 is not slow)
         self.predictor.predict([np.zeros((64, 48, 3), np.uint8)] * cfg.max_batch_size)
+        self.batcher = Batcher(self.predictor.predict, cfg.max_batch_size, cfg.batch_wait_timeout_s)
+        self.budget = MemoryBudget(cfg.memory_budget_bytes, cfg.memory_wait_s)
         self.load_s = round(time.perf_counter() - started, 2)
         self.counts: collections.Counter = collections.Counter()
         self.errors: collections.Counter = collections.Counter()
-        self.batch_sizes: collections.Counter = collections.Counter()
+        self.hops: collections.Counter = collections.Counter()  # hop -> seconds, summed over single-image requests
         log.info("replica ready: %s in %.1f s (pid %d)", self.predictor.name, self.load_s, os.getpid())
 
-    # ---------------------------------------------------------- batching
-    async def predict_images(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """One forward pass for the images of up to ``max_batch_size`` concurrent requests."""
-        self.batch_sizes[len(images)] += 1
-        # in a worker thread: the event loop keeps decoding and encoding other requests meanwhile
-        return await asyncio.to_thread(self.predictor.predict, images)
-
-    async def predict_one(self, image: np.ndarray) -> np.ndarray:
-        """One request's mask; Serve's ``@serve.batch`` gathers concurrent calls into one batch."""
-        return (await self.predict_images([image]))[0]
-
     # ---------------------------------------------------------- helpers
-    async def _read_files(self, request: Request, max_files: int) -> list[tuple[str, bytes]]:
-        """``[(name, bytes)]`` from a multipart body (fields of any name holding files) or the raw
-        body; refuses bodies over the byte limit before and while reading them."""
-        multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+    @staticmethod
+    def _multipart(request: Request) -> bool:
+        return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+    def _body_limit(self, request: Request, max_files: int) -> tuple[int, bool]:
+        multipart = self._multipart(request)
         limit = self.cfg.max_upload_bytes * max_files + (MULTIPART_OVERHEAD if multipart else 0)
+        return min(limit, self.cfg.max_request_bytes), multipart
+
+    @contextlib.asynccontextmanager
+    async def _body(self, request: Request, max_files: int):
+        """Reads the body within the memory budget (the declared length, else the limit, is
+        reserved before a byte is read) and yields ``(files, background)``: ``files`` is
+        ``[(name, bytes)]`` from a multipart body's file fields (or the raw body), ``background``
+        the ``bg_image`` field's ``(name, bytes)`` or None. Bodies over the byte limit are
+        refused before and while reading them."""
+        limit, multipart = self._body_limit(request, max_files)
         declared = request.headers.get("content-length", "")
         too_large = f"the request body is over the limit of {limit} bytes; send a smaller image"
         if declared.isdigit() and int(declared) > limit:
             raise UploadError(413, "too_large", too_large)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise UploadError(413, "too_large", too_large)
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        if not multipart:
-            return [("body", body)]
+        async with self.budget.reserve(int(declared) if declared.isdigit() else limit, "the request body"):
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise UploadError(413, "too_large", too_large)
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            del chunks
+            if not multipart:
+                yield [("body", body)], None
+                return
+            yield await self._parse_multipart(request, body, max_files)
 
+    @staticmethod
+    async def _parse_multipart(request: Request, body: bytes, max_files: int):
         async def stream():
             yield body
 
-        try:
-            form = await MultiPartParser(request.headers, stream(), max_files=max_files, max_fields=32).parse()
+        try:  # + 1: the bg_image field
+            form = await MultiPartParser(request.headers, stream(), max_files=max_files + 1, max_fields=32).parse()
         except MultiPartException as e:
             raise UploadError(400, "bad_multipart", f"the multipart body could not be parsed ({e.message}); "
                                                     f"send at most {max_files} image(s) as field 'file'") from None
-        files = []
-        for _, value in form.multi_items():
+        files, background = [], None
+        for field, value in form.multi_items():
             if isinstance(value, UploadFile):
-                files.append((value.filename or f"file{len(files)}", await value.read()))
+                item = (value.filename or f"file{len(files)}", await value.read())
                 await value.close()
+                if field == BACKGROUND_FIELD:
+                    background = (f"{BACKGROUND_FIELD} ({item[0]})", item[1])
+                else:
+                    files.append(item)
         if not files:
-            raise UploadError(400, "no_file", "the multipart body holds no file; send the image as field 'file'")
-        return files
+            raise UploadError(400, "no_file", "the multipart body holds no image; send it as field 'file'")
+        if len(files) > max_files:
+            raise UploadError(400, "bad_multipart", f"{len(files)} images; send at most {max_files} per request")
+        return files, background
 
-    async def _cutout(self, name: str, data: bytes, opts: CutoutOptions) -> tuple[bytes, str, tuple[int, int]]:
-        rgb = await asyncio.to_thread(decode_upload, data, name, self.cfg.max_upload_bytes, self.cfg.max_pixels)
-        mask = await self.predict_one(rgb)
-        body, media_type = await asyncio.to_thread(render_cutout, rgb, mask, opts)
+    @contextlib.asynccontextmanager
+    async def _decoded(self, name: str, data: bytes, timing: dict | None = None, shadow: bool = False):
+        """The upload's pixels, decoded in a worker thread within the memory budget (reserved from
+        the header's size before decoding; released when the caller is done with them)."""
+        im = open_upload(data, name, self.cfg.max_upload_bytes, self.cfg.max_pixels)  # header only: cheap
+        try:
+            async with self.budget.reserve(working_bytes(*im.size, shadow=shadow), name):
+                t = time.perf_counter()
+                with self.batcher.incoming():  # a partial batch may wait for this one
+                    rgb = await asyncio.to_thread(load_upload, im, name)
+                if timing is not None:
+                    timing["decode"] = time.perf_counter() - t
+                yield rgb
+        finally:
+            im.close()
+
+    async def _cutout(self, name: str, data: bytes, opts: CutoutOptions, background: np.ndarray | None,
+                      timing: dict | None = None) -> tuple[bytes, str, tuple[int, int]]:
+        async with self._decoded(name, data, timing, opts.shadow) as rgb:
+            mask, batch = await self.batcher.submit(rgb)
+            t = time.perf_counter()
+            body, media_type = await asyncio.to_thread(render_cutout, rgb, mask, opts, background)
+            if timing is not None:
+                timing.update(queue=batch.queue_s, model=batch.model_s, encode=time.perf_counter() - t)
         self.counts["images"] += 1
         return body, media_type, (rgb.shape[1], rgb.shape[0])
 
+    @contextlib.asynccontextmanager
+    async def _background(self, background: tuple[str, bytes] | None, opts: CutoutOptions):
+        if background is None:
+            yield None
+            return
+        if opts.output != "composite":
+            raise UploadError(400, "bad_option", f"{BACKGROUND_FIELD} is a background to composite over; leave out "
+                                                 f"output={opts.output} (or send output=composite)")
+        async with self._decoded(*background) as rgb:
+            yield rgb
+
     @staticmethod
-    def _options(output, bg, threshold, fmt, crop=None, refine=None) -> CutoutOptions:
-        return CutoutOptions.parse({"output": output, "bg": bg, "threshold": threshold, "format": fmt, "crop": crop,
-                                    "refine": refine})
+    def _options(output, bg, threshold, fmt, crop=None, refine=None, shadow=None,
+                 background: bool = False) -> CutoutOptions:
+        params = {"output": output, "bg": bg, "threshold": threshold, "format": fmt, "crop": crop, "refine": refine,
+                  "shadow": shadow}
+        if background and not output:
+            params["output"] = "composite"  # a background photo is sent to be composited over
+        return CutoutOptions.parse(params)
+
+    def _record(self, timing: dict) -> str:
+        """``Server-Timing`` for one request's hops (milliseconds), also summed for /v1/stats."""
+        self.counts["timed"] += 1
+        for hop, seconds in timing.items():
+            self.hops[hop] += seconds
+        return ", ".join(f"{hop};dur={seconds * 1000:.2f}" for hop, seconds in timing.items())
 
     # ---------------------------------------------------------- endpoints
     @api.post("/v1/remove", response_class=Response, summary="Remove the background of one image",
+              openapi_extra=_request_body(many=False),
               responses={200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}},
-                               "description": "the cutout, at the input's size"}, **_ERRORS})
+                               "description": "the cutout, at the input's size (the product's box with crop=true)"},
+                         **_ERRORS})
     async def remove(self, request: Request,
                      output: str | None = Query(None, description=_OPTION_DOCS["output"]),
                      bg: str | None = Query(None, description=_OPTION_DOCS["bg"]),
                      threshold: str | None = Query(None, description=_OPTION_DOCS["threshold"]),
                      fmt: str | None = Query(None, alias="format", description=_OPTION_DOCS["format"]),
                      crop: str | None = Query(None, description=_OPTION_DOCS["crop"]),
-                     refine: str | None = Query(None, description=_OPTION_DOCS["refine"])) -> Response:
-        """The image as multipart field ``file`` or as the raw request body."""
+                     refine: str | None = Query(None, description=_OPTION_DOCS["refine"]),
+                     shadow: str | None = Query(None, description=_OPTION_DOCS["shadow"])) -> Response:
+        """The image as multipart field ``file`` (with an optional ``bg_image``) or as the raw body."""
+        started = time.perf_counter()
         self.counts["requests"] += 1
+        timing: dict = {}
         try:
-            opts = self._options(output, bg, threshold, fmt, crop, refine)
-            (name, data), = await self._read_files(request, max_files=1)
-            body, media_type, (w, h) = await self._cutout(name, data, opts)
+            # a bad option costs no body read (a multipart body may hold a bg_image: checked after it)
+            self._options(output, bg, threshold, fmt, crop, refine, shadow, background=self._multipart(request))
+            async with self._body(request, max_files=1) as (files, background):
+                timing["read"] = time.perf_counter() - started
+                opts = self._options(output, bg, threshold, fmt, crop, refine, shadow, background is not None)
+                (name, data), = files
+                async with self._background(background, opts) as bg_rgb:
+                    body, media_type, (w, h) = await self._cutout(name, data, opts, bg_rgb, timing)
         except UploadError as e:
             self.errors[e.code] += 1
             raise
-        return Response(body, media_type=media_type, headers={"X-Image-Size": f"{w}x{h}"})
+        timing["app"] = time.perf_counter() - started
+        return Response(body, media_type=media_type, headers={"X-Image-Size": f"{w}x{h}",
+                                                              "Server-Timing": self._record(timing)})
 
     @api.post("/v1/remove:batch", summary="Remove the backgrounds of several images",
+              openapi_extra=_request_body(many=True),
               responses={200: {"content": {"application/zip": {}, "application/json": {}}}, **_ERRORS})
     async def remove_batch(self, request: Request,
                            output: str | None = Query(None, description=_OPTION_DOCS["output"]),
@@ -230,28 +341,23 @@ class RemovalService:
                            fmt: str | None = Query(None, alias="format", description=_OPTION_DOCS["format"]),
                            crop: str | None = Query(None, description=_OPTION_DOCS["crop"]),
                            refine: str | None = Query(None, description=_OPTION_DOCS["refine"]),
+                           shadow: str | None = Query(None, description=_OPTION_DOCS["shadow"]),
                            response: str = Query("zip", description="zip (default) or json (base64 results)")) -> Response:
-        """Several multipart ``file`` fields. A zip holds ``<stem>.<ext>`` per image and
-        ``errors.json`` for files that were refused; JSON holds ``results`` in upload order."""
+        """Several multipart ``file`` fields (and an optional ``bg_image`` for all). A zip holds
+        ``<stem>.<ext>`` per image and ``errors.json`` for files that were refused; JSON holds
+        ``results`` in upload order."""
         self.counts["batch_requests"] += 1
         try:
-            opts = self._options(output, bg, threshold, fmt, crop, refine)
+            self._options(output, bg, threshold, fmt, crop, refine, shadow, background=self._multipart(request))
             if response not in ("zip", "json"):
                 raise UploadError(400, "bad_option", f"response={response!r}; valid: zip, json")
-            files = await self._read_files(request, max_files=self.cfg.max_files_per_request)
+            async with self._body(request, max_files=self.cfg.max_files_per_request) as (files, background):
+                opts = self._options(output, bg, threshold, fmt, crop, refine, shadow, background is not None)
+                async with self._background(background, opts) as bg_rgb:
+                    results = await asyncio.gather(*(self._one(n, d, opts, bg_rgb) for n, d in files))
         except UploadError as e:
             self.errors[e.code] += 1
             raise
-
-        async def one(name: str, data: bytes) -> dict:
-            try:
-                body, media_type, (w, h) = await self._cutout(name, data, opts)
-                return {"name": name, "ok": True, "media_type": media_type, "width": w, "height": h, "body": body}
-            except UploadError as e:
-                self.errors[e.code] += 1
-                return {"name": name, "ok": False, "status": e.status, **e.as_dict()}
-
-        results = await asyncio.gather(*(one(n, d) for n, d in files))  # they meet in the same batches
         errors = [{k: v for k, v in r.items() if k != "ok"} for r in results if not r["ok"]]
         if len(errors) == len(results):  # nothing to return: answer with the first problem
             first = errors[0]
@@ -276,6 +382,15 @@ class RemovalService:
         return Response(buf.getvalue(), media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="cutouts.zip"'})
 
+    async def _one(self, name: str, data: bytes, opts: CutoutOptions, background: np.ndarray | None) -> dict:
+        """One file of a batch request: its result, or its error (the others go on)."""
+        try:  # they meet in the same forward passes
+            body, media_type, (w, h) = await self._cutout(name, data, opts, background)
+            return {"name": name, "ok": True, "media_type": media_type, "width": w, "height": h, "body": body}
+        except UploadError as e:
+            self.errors[e.code] += 1
+            return {"name": name, "ok": False, "status": e.status, **e.as_dict()}
+
     @api.get("/healthz", summary="The replica process is up")
     async def healthz(self) -> dict:
         return {"status": "ok"}
@@ -289,16 +404,24 @@ class RemovalService:
     @api.get("/v1/model", summary="The model card and serving settings")
     async def model(self) -> JSONResponse:
         c = self.cfg
-        serving = {"max_batch_size": c.max_batch_size, "batch_wait_timeout_s": c.batch_wait_timeout_s,
-                   "max_ongoing_requests": c.max_ongoing_requests, "max_upload_bytes": c.max_upload_bytes,
-                   "max_pixels": c.max_pixels, "max_files_per_request": c.max_files_per_request,
-                   "load_s": self.load_s}
-        return JSONResponse(_jsonable({**self.predictor.card, "serving": serving}))
+        serving = {k: getattr(c, k) for k in SERVING_KEYS}
+        return JSONResponse(_jsonable({**self.predictor.card, "serving": {**serving, "load_s": self.load_s}}))
 
-    @api.get("/v1/stats", summary="Requests, observed batch sizes and resident memory of this replica")
+    @api.get("/v1/stats", summary="Requests, batch sizes, time per hop and memory of this replica")
     async def stats(self) -> dict:
+        sizes = self.batcher.sizes
+        timed = max(self.counts["timed"], 1)
         return {"pid": os.getpid(), "rss_bytes": rss_bytes(), "requests": dict(self.counts),
-                "errors": dict(self.errors), "batches": sum(self.batch_sizes.values()),
-                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
-                "max_batch_size_seen": max(self.batch_sizes, default=0)}
+                "errors": dict(self.errors), "batches": sum(sizes.values()),
+                "batch_sizes": {str(k): v for k, v in sorted(sizes.items())},
+                "max_batch_size_seen": max(sizes, default=0),
+                "hops_ms_mean": {hop: round(total * 1000 / timed, 3) for hop, total in self.hops.items()},
+                "memory_budget": {"limit_bytes": self.budget.limit, "in_use_bytes": self.budget.used,
+                                  "peak_bytes": self.budget.peak, "waited": self.budget.waited,
+                                  "refused": self.budget.refused}}
 
+
+# what /v1/model reports of the config (the limits a client may hit; never the token)
+SERVING_KEYS = ("max_batch_size", "batch_wait_timeout_s", "max_ongoing_requests", "max_upload_bytes", "max_pixels",
+                "max_files_per_request", "max_request_bytes", "memory_budget_bytes", "memory_wait_s",
+                "body_timeout_s", "min_body_rate", "max_header_bytes")

@@ -5,7 +5,7 @@
     body, media_type = render_cutout(rgb, mask, opts)         # mask: (H, W) float32 0..1
 
 Used by the HTTP endpoint (:mod:`segsynth.serve.service`), the ``segsynth remove`` client
-in-process, and anything else that takes images from users. numpy and PIL only.
+in-process, and anything else that takes images from users. numpy, PIL and OpenCV only.
 
 Every problem with an upload is an :class:`UploadError` carrying an HTTP status (400 empty or bad
 option, 413 too large, 415 not an image, 422 corrupt or truncated) and a short ``code``; the
@@ -52,8 +52,17 @@ def decode_upload(data: bytes, name: str = "upload", max_bytes: int = DEFAULT_MA
     Grayscale, palette, CMYK, 16-bit and images with alpha (RGBA, LA, PA, palette transparency)
     are accepted; alpha is composited over white, so transparent pixels read as background. The
     first frame of an animation is used. Raises :class:`UploadError` (400 empty, 413 over
-    ``max_bytes`` or ``max_pixels``, 415 not an image, 422 corrupt or truncated).
+    ``max_bytes`` or ``max_pixels``, 415 not an image, 422 corrupt or truncated). The same as
+    ``load_upload(open_upload(...))``, for callers that reserve memory in between.
     """
+    return load_upload(open_upload(data, name, max_bytes, max_pixels), name)
+
+
+def open_upload(data: bytes, name: str = "upload", max_bytes: int = DEFAULT_MAX_BYTES,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The upload's header only, checked: a PIL image whose ``size`` is known and whose pixels
+    are not decoded yet (:func:`load_upload` decodes them). Cheap: a server reserves memory for
+    ``size`` before paying for the pixels."""
     if not data:
         raise UploadError(400, "empty", f"{name}: the upload is empty; send an image (JPEG, PNG, WebP) "
                                         "as multipart field 'file' or as the request body")
@@ -73,13 +82,20 @@ def decode_upload(data: bytes, name: str = "upload", max_bytes: int = DEFAULT_MA
                                                   f"{max_pixels} pixels") from None
     except (OSError, ValueError, SyntaxError) as e:  # a header PIL recognises but cannot parse
         raise UploadError(422, "corrupt", f"{name}: unreadable image header ({e})") from None
+    w, h = im.size
+    if w * h > max_pixels:  # from the header only: nothing decoded yet
+        im.close()
+        raise UploadError(413, "too_many_pixels", f"{name}: {w}x{h} = {w * h} pixels is over the limit of "
+                                                  f"{max_pixels} pixels; downscale it first")
+    if w < 1 or h < 1:
+        im.close()
+        raise UploadError(422, "corrupt", f"{name}: the image has no pixels ({w}x{h})")
+    return im
+
+
+def load_upload(im: Image.Image, name: str = "upload") -> np.ndarray:
+    """An image from :func:`open_upload` -> ``(H, W, 3) uint8`` RGB, upright; closes ``im``."""
     with im:
-        w, h = im.size
-        if w * h > max_pixels:  # from the header only: nothing decoded yet
-            raise UploadError(413, "too_many_pixels", f"{name}: {w}x{h} = {w * h} pixels is over the limit of "
-                                                      f"{max_pixels} pixels; downscale it first")
-        if w < 1 or h < 1:
-            raise UploadError(422, "corrupt", f"{name}: the image has no pixels ({w}x{h})")
         try:
             im.load()  # decode the pixels (first frame); a truncated file fails here
             im = ImageOps.exif_transpose(im) or im
@@ -91,6 +107,19 @@ def decode_upload(data: bytes, name: str = "upload", max_bytes: int = DEFAULT_MA
             code = "truncated" if "truncated" in msg or isinstance(e, EOFError) else "corrupt"
             raise UploadError(422, code, f"{name}: the image data is {code} ({type(e).__name__}: {msg}); "
                                          "re-export or re-upload the file") from None
+
+
+# Working memory of one image through the endpoint, per pixel of the photo: numpy's peak under
+# tracemalloc over decode -> mask -> refine -> render -> encode of a 12 MP photo, plus PIL's own
+# 4-byte decode buffer, which tracemalloc does not see (`python benchmarks/serve_load.py
+# --memory-per-pixel` measures it): 23.5 + 4 without shadow=true, 54.3 + 4 with it (2026-12-02).
+BYTES_PER_PIXEL = 32
+SHADOW_BYTES_PER_PIXEL = 64
+
+
+def working_bytes(width: int, height: int, shadow: bool = False) -> int:
+    """The memory one ``width x height`` image needs in flight (what a replica's budget counts)."""
+    return int(width) * int(height) * (SHADOW_BYTES_PER_PIXEL if shadow else BYTES_PER_PIXEL)
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
@@ -129,7 +158,8 @@ class CutoutOptions:
     ``mask >= threshold`` is opaque; ``format``: png, webp or jpeg (jpeg has no alpha, so
     ``rgba`` with jpeg is refused rather than silently flattened); ``crop``: only the product's
     box with a margin (the whole image when the mask is empty); ``refine``: the mask's edges
-    sharpened by the full-resolution photo (:func:`segsynth.refine.refine_mask`).
+    sharpened by the full-resolution photo (:func:`segsynth.refine.refine_mask`); ``shadow``: the
+    product's own contact shadow kept as partial alpha (:func:`segsynth.shadow.contact_shadow`).
     """
 
     output: str = "rgba"
@@ -138,6 +168,7 @@ class CutoutOptions:
     format: str = "png"
     crop: bool = False  # crop to the product's box (alpha >= 50%) grown by CROP_MARGIN of its longer side
     refine: bool = True  # sharpen the mask's edges with the full-resolution photo (segsynth.refine) when it is large
+    shadow: bool = False  # keep the product's contact shadow on a plain backdrop as partial (black) alpha
 
     def __post_init__(self):
         if self.output not in OUTPUTS:
@@ -162,13 +193,12 @@ class CutoutOptions:
     @classmethod
     def parse(cls, params: Mapping[str, str | None]) -> "CutoutOptions":
         """From query/form strings: ``output``, ``bg`` (``#rrggbb``), ``threshold``, ``format``,
-        ``crop`` (true/false)."""
-        unknown = sorted(set(params) - {"output", "bg", "threshold", "format", "crop", "refine"})
+        ``crop``, ``refine``, ``shadow`` (true/false)."""
+        unknown = sorted(set(params) - set(OPTION_NAMES))
         if unknown:
-            raise UploadError(400, "bad_option", f"unknown option {unknown[0]!r}; valid: output, bg, threshold, "
-                                                 "format, crop, refine")
+            raise UploadError(400, "bad_option", f"unknown option {unknown[0]!r}; valid: {', '.join(OPTION_NAMES)}")
         kw: dict = {}
-        for flag_name in ("crop", "refine"):
+        for flag_name in ("crop", "refine", "shadow"):
             if params.get(flag_name) not in (None, ""):
                 flag = str(params[flag_name]).lower()
                 if flag not in ("true", "false", "1", "0"):
@@ -194,6 +224,7 @@ class CutoutOptions:
         return cls(**kw)
 
 
+OPTION_NAMES = ("output", "bg", "threshold", "format", "crop", "refine", "shadow")
 CROP_MARGIN = 0.05  # crop=true keeps this share of the product box's longer side around it
 
 
@@ -209,10 +240,12 @@ def crop_box(alpha: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, int, 
     return max(0, y0 - g), min(h, y1 + g), max(0, x0 - g), min(w, x1 + g)
 
 
-def cutout_pixels(rgb: np.ndarray, mask: np.ndarray, opts: CutoutOptions) -> np.ndarray:
+def cutout_pixels(rgb: np.ndarray, mask: np.ndarray, opts: CutoutOptions,
+                  background: np.ndarray | None = None) -> np.ndarray:
     """``rgb (H, W, 3) uint8`` + ``mask (H, W) float32 0..1`` -> the output's pixels:
     ``(H, W, 4)`` for rgba, ``(H, W)`` for mask, ``(H, W, 3)`` for composite (all uint8; the
-    product's box instead of ``(H, W)`` with ``crop``)."""
+    product's box instead of ``(H, W)`` with ``crop``). ``background (h, w, 3) uint8``, any size:
+    composite over it (scaled to cover the output and centred) instead of ``opts.bg``."""
     if mask.shape != rgb.shape[:2]:
         raise ValueError(f"mask shape {mask.shape} does not match the image {rgb.shape[:2]}")
     m = mask.astype(np.float32, copy=False)
@@ -223,24 +256,62 @@ def cutout_pixels(rgb: np.ndarray, mask: np.ndarray, opts: CutoutOptions) -> np.
     if opts.threshold is not None:
         m = (m >= opts.threshold).astype(np.float32)
     alpha = np.rint(np.clip(m, 0.0, 1.0) * 255.0).astype(np.uint8)
+    shade = None  # the contact shadow's alpha, uint8, where the product is not
+    if opts.shadow:
+        from segsynth.shadow import contact_shadow
+
+        shade = np.rint(contact_shadow(rgb, m) * 255.0).astype(np.uint8)
     if opts.crop:
-        y0, y1, x0, x1 = crop_box(alpha)
+        y0, y1, x0, x1 = crop_box(alpha if shade is None else np.maximum(alpha, shade))
         rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
+        shade = None if shade is None else shade[y0:y1, x0:x1]
     if opts.output == "mask":
-        return alpha
+        return alpha if shade is None else np.maximum(alpha, shade)
     if opts.output == "rgba":
-        return np.dstack([rgb, alpha])
+        if shade is None:
+            return np.dstack([rgb, alpha])
+        shadow_only = shade > alpha  # black at the shadow's opacity: it darkens whatever goes behind
+        return np.dstack([np.where(shadow_only[:, :, None], 0, rgb), np.maximum(alpha, shade)]).astype(np.uint8)
     a = alpha[:, :, None].astype(np.float32) / 255.0
-    bg = np.asarray(opts.bg, np.float32)
+    bg = np.asarray(opts.bg, np.float32) if background is None else cover(background, rgb.shape[:2]).astype(np.float32)
+    if shade is not None:
+        bg = bg * (1.0 - shade[:, :, None].astype(np.float32) / 255.0)
     return np.rint(rgb.astype(np.float32) * a + bg * (1.0 - a)).astype(np.uint8)
 
 
+def cover(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image (h, w, 3) uint8`` scaled to cover ``size = (H, W)`` and centre-cropped to it."""
+    import cv2
+
+    H, W = size
+    h, w = image.shape[:2]
+    scale = max(H / h, W / w)
+    nh, nw = max(H, round(h * scale)), max(W, round(w * scale))
+    if (nh, nw) != (h, w):
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    y0, x0 = (nh - H) // 2, (nw - W) // 2
+    return image[y0:y0 + H, x0:x0 + W]
+
+
+# The largest side each encoder writes (libwebp: 16383 px; JPEG's header: 65535 px; PNG: 2^31 - 1)
+MAX_SIDE = {"png": 2**31 - 1, "webp": 16383, "jpeg": 65535}
+
+
 def encode_output(pixels: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
-    """``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8 -> PNG, WebP or JPEG bytes."""
-    if fmt == "png":
-        return io.encode_png(pixels)  # the fast (level 1) encoder every stage uses
+    """``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8 -> PNG, WebP or JPEG bytes. An output
+    wider or taller than the format allows (:data:`MAX_SIDE`) is an :class:`UploadError` (422)
+    naming a format that can hold it."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    h, w = pixels.shape[:2]
+    if max(h, w) > MAX_SIDE[fmt]:
+        fits = [f for f in FORMATS if max(h, w) <= MAX_SIDE[f] and not (f == "jpeg" and pixels.ndim == 3
+                                                                         and pixels.shape[2] == 4)]
+        raise UploadError(422, "too_large_for_format", f"the output is {w}x{h} px; {fmt} holds at most "
+                                                       f"{MAX_SIDE[fmt]} px a side; use format={fits[0]}"
+                                                       " or downscale the image")
+    if fmt == "png":
+        return io.encode_png(pixels)  # the fast (level 1) encoder every stage uses
     buf = _pyio.BytesIO()
     im = Image.fromarray(pixels)
     if fmt == "webp":
@@ -252,6 +323,7 @@ def encode_output(pixels: np.ndarray, fmt: str = "png", quality: int = 90) -> by
     return buf.getvalue()
 
 
-def render_cutout(rgb: np.ndarray, mask: np.ndarray, opts: CutoutOptions) -> tuple[bytes, str]:
-    """The encoded output for one image and its media type."""
-    return encode_output(cutout_pixels(rgb, mask, opts), opts.format), opts.media_type
+def render_cutout(rgb: np.ndarray, mask: np.ndarray, opts: CutoutOptions,
+                  background: np.ndarray | None = None) -> tuple[bytes, str]:
+    """The encoded output for one image and its media type (``background``: see :func:`cutout_pixels`)."""
+    return encode_output(cutout_pixels(rgb, mask, opts, background), opts.format), opts.media_type

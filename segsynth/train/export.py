@@ -3,7 +3,11 @@
 The exported graph takes ``image (N, 3, H, W) float32`` (normalised as the card's
 ``preprocessing`` says, :mod:`segsynth.preprocess`; H and W multiples of 32; batch, height and
 width are dynamic) and returns ``mask (N, 1, H, W)``, probabilities 0..1 (the sigmoid is inside
-the graph). A model card ``FILE.json`` beside it records the preprocessing (what
+the graph). An ONNX graph always takes ImageNet mean/std input, whatever the model was trained
+on: a per-channel affine inside the graph turns it into the model's own normalisation (e.g.
+``lite``), so the file also runs unchanged as rembg's ``u2net_custom`` model (the card's
+``rembg`` block says how, and how rembg's mask differs from ours: :func:`rembg_card`). A model
+card ``FILE.json`` beside it records the preprocessing (what
 :class:`segsynth.predict.OnnxModelPredictor` replays), the training config and metrics, and the
 measured torch-vs-export difference. The default output names never overwrite the checkpoint's
 own ``model.pt`` (TorchScript goes to ``model.ts``, its card to ``model.ts.json``). Both load
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import warnings
 from dataclasses import dataclass
@@ -27,6 +32,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from segsynth.predict import card_path
+from segsynth.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a measured accuracy cost (its card records the difference to torch)")
 
 
-def _with_sigmoid(model):
+def _with_sigmoid(model, input_affine: tuple[np.ndarray, np.ndarray] | None = None):
+    """``model`` with the sigmoid after it and, when given, ``x * scale + shift`` (per channel)
+    before it: the graph's input normalisation -> the model's own."""
     import torch
 
     class MaskModel(torch.nn.Module):
@@ -53,11 +61,77 @@ def _with_sigmoid(model):
         def __init__(self, net):
             super().__init__()
             self.net = net
+            self.renormalize = input_affine is not None
+            if self.renormalize:
+                scale, shift = (torch.as_tensor(np.asarray(v, np.float32)).view(1, 3, 1, 1) for v in input_affine)
+                self.register_buffer("input_scale", scale)
+                self.register_buffer("input_shift", shift)
 
         def forward(self, image):
+            if self.renormalize:
+                image = image * self.input_scale + self.input_shift
             return torch.sigmoid(self.net(image))
 
     return MaskModel(model).eval()
+
+
+def imagenet_input(pre: Preprocessing) -> tuple[Preprocessing, tuple[np.ndarray, np.ndarray] | None]:
+    """The ImageNet-normalised input contract of an ONNX graph for a model trained with ``pre``,
+    and the per-channel ``(scale, shift)`` that maps that input to ``pre``'s normalisation
+    (``None`` when they already agree): ``x_model = x_imagenet * scale + shift``, exact since
+    both are affine in the pixel value (``x / 255 = x_imagenet * std_in + mean_in``)."""
+    graph = Preprocessing(size=pre.size, normalization="imagenet", pad_to=pre.pad_to)
+    mean_in, std_in = np.asarray(graph.mean, np.float64), np.asarray(graph.std, np.float64)
+    mean, std = np.asarray(pre.mean, np.float64), np.asarray(pre.std, np.float64)
+    if np.allclose(mean, mean_in, rtol=0, atol=1e-9) and np.allclose(std, std_in, rtol=0, atol=1e-9):
+        return graph, None
+    return graph, ((std_in / std).astype(np.float32), ((mean_in - mean) / std).astype(np.float32))
+
+
+REMBG_SIZE = 320  # rembg's u2net_custom session resizes every image to 320 x 320 (rembg 2.0.86)
+
+
+def rembg_card(model_path: str | Path, pre: Preprocessing, quantized: bool = False) -> dict:
+    """The model card's ``rembg`` block: how to run ``model_path`` as rembg's ``u2net_custom``
+    model, and exactly how rembg's mask differs from ours (``pre`` is the graph's input contract).
+
+    rembg's session (``rembg/sessions/u2net_custom.py`` and ``base.py``) resizes the RGB image to
+    320 x 320 with LANCZOS, divides by the image's own maximum, normalises with ImageNet mean/std,
+    feeds input 0, takes output 0 ``[:, 0]``, min-max normalises it and resizes it back with
+    LANCZOS; since rembg 2.0.86 it only loads a ``model_path`` under its models directory
+    (``U2NET_HOME``, which wins over ``REMBG_HOME``, else ``~/.rembg``)."""
+    model_path = str(model_path)
+    folder = str(Path(model_path).parent)
+    extras = json.dumps({"model_path": model_path})
+    command = (f"U2NET_HOME={shlex.quote(folder)} rembg i -m u2net_custom "
+               f"-x {shlex.quote(extras)} in.jpg out.png")
+    same = ["normalisation: the graph takes the ImageNet mean/std input rembg feeds (a model trained with "
+            "another normalisation converts it inside the graph)",
+            "graph: rembg feeds input 0 and reads output 0 [:, 0], our (N, 3, H, W) image and (N, 1, H, W) "
+            "mask; 320 x 320 fits the dynamic height and width (multiples of 32)"]
+    differences = [
+        "geometry: rembg stretches the image to 320 x 320 (LANCZOS, aspect ratio not kept); ours letterboxes it "
+        f"(longer side to {pre.size}, aspect kept, zero padding to {pre.side}), as the model was trained",
+        "intensity: rembg divides by the image's own maximum, not 255: the same input as ours only when the "
+        "image's brightest channel value is 255 (a dark image is brightened)",
+        "output: rembg min-max normalises the probabilities per image (an almost empty mask is stretched to "
+        "0..1, so its noise becomes foreground) and resizes with LANCZOS; ours keeps the probabilities and "
+        "resizes linearly",
+        f"model_path must lie under rembg's models directory (U2NET_HOME={folder} in the command; rembg 2.0.86 "
+        "refuses other paths)",
+    ]
+    if pre.size == REMBG_SIZE:
+        same.append(f"scale: the model was trained at size {pre.size}, rembg's 320")
+    else:
+        differences.insert(1, f"scale: the model was trained at size {pre.size} but rembg always feeds 320 x 320, "
+                              f"so it sees objects at about {REMBG_SIZE / pre.size:.2g}x its training scale; export a "
+                              "size-320 model for rembg")
+    if quantized:
+        same.append("int8 weights: rembg runs the same int8 graph as ours")
+    return {"compatible": True, "session": "u2net_custom", "rembg_version": "2.0.86",
+            "command": command, "python": (f"new_session('u2net_custom', model_path={model_path!r}) "
+                                          f"with U2NET_HOME={folder!r} in the environment"),
+            "differences": differences, "same": same}
 
 
 QUANTIZED_TOLERANCE = 0.25  # int8 weights: probabilities may move this much before the export is refused
@@ -81,7 +155,11 @@ def export(ckpt: str, fmt: str = "onnx", out: str | None = None, opset: int = 17
 
     io.require_input(ckpt, "ckpt", "folder")
     model, card = load_model_folder(ckpt, "cpu")
-    net = _with_sigmoid(model)
+    trained = Preprocessing.from_card(card["preprocessing"])
+    # ONNX: ImageNet input whatever the training normalisation (what rembg and most ONNX
+    # consumers feed); TorchScript keeps the checkpoint's own
+    graph_pre, affine = imagenet_input(trained) if fmt == "onnx" else (trained, None)
+    net = _with_sigmoid(model, affine)
     out_path = Path(out) if out else Path(ckpt) / f"model{FORMATS[fmt]}"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     size = int(card["preprocessing"]["size"])
@@ -115,11 +193,17 @@ def export(ckpt: str, fmt: str = "onnx", out: str | None = None, opset: int = 17
         if diff > QUANTIZED_TOLERANCE:
             raise RuntimeError(f"the int8 graph differs from torch by {diff:.3f} (> {QUANTIZED_TOLERANCE}); "
                                "export without --quantize")
-    exported = {**card, "format": fmt, "source": str(ckpt), "output": "probability",
+    preprocessing = card["preprocessing"] if affine is None else graph_pre.to_card()
+    if affine is not None:
+        preprocessing["trained_normalization"] = {"normalization": trained.normalization, "mean": list(trained.mean),
+                                                  "std": list(trained.std), "converted": "inside the graph"}
+    exported = {**card, "preprocessing": preprocessing, "format": fmt, "source": str(ckpt), "output": "probability",
                 "quantized": "int8 (dynamic, weights QUInt8)" if quantize else None, "fp32_parity_max_abs_diff": fp32_diff,
                 "input": {"name": "image", "shape": ["batch", 3, "height", "width"], "dtype": "float32"},
                 "dynamic_axes": ["batch", "height", "width"], "opset": opset if fmt == "onnx" else None,
                 "parity_max_abs_diff": diff}
+    if fmt == "onnx":
+        exported["rembg"] = rembg_card(out_path, graph_pre, quantized=quantize)
     card_path(out_path).write_text(json.dumps(exported, indent=2, default=str))
     log.info("exported %s -> %s (max |diff| vs torch %.2e)", ckpt, out_path, diff)
     return exported

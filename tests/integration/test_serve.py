@@ -34,6 +34,12 @@ def _image(w: int, h: int, fmt: str = "PNG", mode: str = "RGB") -> bytes:
     return buf.getvalue()
 
 
+def _png(arr: np.ndarray) -> bytes:
+    buf = pyio.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _bomb(side: int = 20_000) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
@@ -202,6 +208,96 @@ def test_remote_client(endpoint, tmp_path):
     assert Image.open(tmp_path / "out" / "a.jpg").size == (30, 20)
     assert Image.open(tmp_path / "out" / "sub" / "b.jpg").size == (20, 40)
     assert not (tmp_path / "out" / "bad.jpg").exists()
+
+
+def test_every_output_option_round_trips(endpoint):
+    photo = np.full((48, 64, 3), 250, np.uint8)
+    photo[10:40, 15:45] = (40, 80, 160)
+    data = _png(photo)
+    backdrop = _png(np.full((20, 20, 3), (0, 0, 200), np.uint8))
+    for output in ("rgba", "mask", "composite"):
+        for fmt in ("png", "webp", "jpeg"):
+            for extra in ({}, {"crop": "true", "threshold": "0.5"}, {"refine": "false", "shadow": "true"}):
+                r = _post(endpoint, data, output=output, format=fmt, **extra)
+                if output == "rgba" and fmt == "jpeg":
+                    assert r.status_code == 400, r.text
+                    continue
+                assert r.status_code == 200, (output, fmt, extra, r.text)
+                im = Image.open(pyio.BytesIO(r.content))
+                mode = {"rgba": "RGBA", "mask": "RGB" if fmt == "webp" else "L", "composite": "RGB"}[output]
+                assert im.format.lower() == fmt and im.mode == mode  # WebP has no gray mode: a mask reads as RGB
+                if "crop" not in extra:
+                    assert im.size == (64, 48)
+                hops = dict(x.split(";dur=") for x in r.headers["server-timing"].split(", "))
+                assert {"read", "decode", "queue", "model", "encode", "app"} <= set(hops)
+    r = httpx.post(f"{endpoint}/v1/remove", files=[("file", ("a.png", data)), ("bg_image", ("b.png", backdrop))],
+                   params={"format": "jpeg"}, timeout=60.0)
+    assert r.status_code == 200 and Image.open(pyio.BytesIO(r.content)).size == (64, 48)
+    bad = httpx.post(f"{endpoint}/v1/remove", files=[("file", ("a.png", data)), ("bg_image", ("b.png", b"junk"))],
+                     timeout=60.0)
+    assert bad.status_code == 415 and "bg_image" in bad.json()["error"]["message"]
+    doc = httpx.get(f"{endpoint}/openapi.json").json()["paths"]["/v1/remove"]["post"]
+    names = {p["name"] for p in doc["parameters"]}
+    assert {"output", "bg", "threshold", "format", "crop", "refine", "shadow"} <= names
+    fields = doc["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert {"file", "bg_image"} <= set(fields)
+
+
+def test_per_item_errors_inside_a_batch(endpoint):
+    wide = np.full((4, 16_400, 3), 255, np.uint8)  # 65 600 px: within max_pixels, too wide for WebP
+    files = [("file", ("ok.png", _image(30, 20))), ("file", ("wide.png", _png(wide)))]
+    r = httpx.post(f"{endpoint}/v1/remove:batch", files=files, params={"format": "webp", "response": "json"},
+                   timeout=120.0)
+    assert r.status_code == 200
+    ok, too_wide = r.json()["results"]
+    assert ok["ok"] and not too_wide["ok"] and too_wide["status"] == 422
+    assert too_wide["error"]["code"] == "too_large_for_format"
+    single = _post(endpoint, _png(wide), format="webp")
+    assert single.status_code == 422 and "format=png" in single.json()["error"]["message"]
+
+
+def test_hostile_clients_get_4xx_and_others_are_still_served(endpoint):
+    """Slow bodies (one byte a second on more connections than the replica has slots), huge
+    headers: each gets a 4xx within bounded time while an honest request is answered."""
+    import time
+
+    url = httpx.URL(endpoint)
+
+    def slow_client() -> str:
+        with socket.create_connection((url.host, url.port), timeout=30) as s:
+            s.sendall(b"POST /v1/remove HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                      b"Content-Length: 100000\r\n\r\n")
+            s.settimeout(0.5)
+            reply = b""
+            for _ in range(60):  # at most 30 s of trickling
+                try:
+                    s.sendall(b"\x89")
+                except OSError:
+                    break
+                try:
+                    reply += s.recv(4096)
+                    if reply:
+                        break
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+            return reply.decode("latin-1").split("\r\n", 1)[0]
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(40) as pool:  # 40 > max_ongoing_requests (32)
+        slow = [pool.submit(slow_client) for _ in range(36)]
+        time.sleep(1.0)
+        honest = _post(endpoint, _image(40, 40))
+        lines = [f.result() for f in slow]
+    assert honest.status_code == 200
+    assert all(" 408 " in line for line in lines), lines
+    assert time.monotonic() - started < 60  # cut after the grace period, not after the body deadline
+    many = httpx.get(f"{endpoint}/v1/model", headers={f"x-h{i}": "1" for i in range(150)})
+    assert many.status_code == 431 and many.json()["error"]["code"] == "headers_too_large"
+    big = httpx.get(f"{endpoint}/v1/model", headers={"x-pad": "a" * 20_000})
+    assert big.status_code in (400, 413, 431), big.status_code  # refused: by the proxy's parser or by us
+    assert _post(endpoint, _image(40, 40)).status_code == 200
 
 
 def test_graceful_shutdown(endpoint):

@@ -117,3 +117,26 @@ def test_cli_only_mask_bg_and_crop(tmp_path):
     assert io.read_image(tmp_path / "c" / "a.jpg")[2, 2, 1] > 240
     assert main(_args([str(src), "--out", str(tmp_path / "x"), "--kind", "white-threshold", "--only-mask",
                        "--output", "rgba"])) == 2
+
+
+def test_cli_background_photo_shadow_and_an_output_too_wide_for_its_format(tmp_path, caplog):
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = np.full((60, 80, 3), 255, np.uint8)
+    photo[15:45, 20:50] = (40, 80, 160)
+    Image.fromarray(photo).save(src / "a.png")
+    wide = np.full((6, 16_400, 3), 255, np.uint8)
+    wide[2:4, 10:40] = 0
+    Image.fromarray(wide).save(src / "wide.png")  # a WebP cannot be 16400 px wide
+    backdrop = np.zeros((10, 10, 3), np.uint8)
+    backdrop[:] = (0, 0, 200)
+    Image.fromarray(backdrop).save(tmp_path / "blue.png")
+    out = tmp_path / "out"
+    rc = main(_args([str(src), "--out", str(out), "--kind", "white-threshold", "--bg-image", str(tmp_path / "blue.png"),
+                     "--shadow", "--format", "webp", "--no-progress"]))
+    assert rc == 1 and "wide.png" in caplog.text and "16383" in caplog.text  # skipped, named, the run went on
+    comp = io.read_image(out / "a.webp")
+    assert comp.shape == (60, 80, 3) and comp[2, 2, 2] > 150 and comp[2, 2, 0] < 60  # over the blue photo
+    assert not (out / "wide.webp").exists()
+    assert main(_args([str(src / "a.png"), "--out", str(tmp_path / "m"), "--kind", "white-threshold",
+                       "--bg-image", str(tmp_path / "blue.png"), "--only-mask"])) == 2

@@ -142,3 +142,71 @@ def test_render_round_trips_through_pil(output, fmt, mode):
 def test_encode_output_refuses_alpha_jpeg():
     with pytest.raises(ValueError, match="alpha"):
         encode_output(np.zeros((4, 4, 4), np.uint8), "jpeg")
+
+
+def _studio_shot(with_shadow: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A box on a white backdrop casting a soft shadow to its right: (rgb, product mask, true shadow opacity)."""
+    h, w = 120, 160
+    rgb = np.full((h, w, 3), 250, np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    shadow = np.zeros((h, w), np.float32)
+    if with_shadow:
+        shadow = np.clip(0.6 - np.hypot((xx - 95) / 24.0, (yy - 88) / 8.0) * 0.6, 0, None)
+    rgb *= (1.0 - shadow)[:, :, None]
+    product = np.zeros((h, w), np.float32)
+    product[40:90, 50:90] = 1.0
+    rgb[product > 0] = (30, 90, 150)
+    shadow[product > 0] = 0
+    return np.rint(rgb).astype(np.uint8), product, shadow
+
+
+def test_contact_shadow_is_kept_on_a_plain_backdrop_only():
+    from segsynth.shadow import contact_shadow
+
+    rgb, product, truth = _studio_shot()
+    got = contact_shadow(rgb, product)
+    strong = truth > 0.2
+    assert np.abs(got[strong] - truth[strong]).max() < 0.05  # a = 1 - L / B, where the shadow is clear
+    assert got[product > 0].max() == 0 and got[:, :10].max() == 0  # not on the product, not far from it
+    clean, product, _ = _studio_shot(with_shadow=False)
+    assert contact_shadow(clean, product).max() == 0  # no shadow, nothing invented
+    busy = np.random.default_rng(0).integers(0, 255, rgb.shape, np.uint8)  # a textured scene: no backdrop to read
+    busy[40:90, 50:90] = (30, 90, 150)
+    assert contact_shadow(busy, product).max() == 0
+
+
+def test_shadow_option_in_every_output():
+    rgb, product, truth = _studio_shot()
+    plain = CutoutOptions.parse({"refine": "false"})
+    shaded = CutoutOptions.parse({"shadow": "true", "refine": "false"})
+    assert cutout_pixels(rgb, product, plain)[88, 100, 3] == 0  # a shadow is background by default
+    rgba = cutout_pixels(rgb, product, shaded)
+    assert abs(int(rgba[88, 100, 3]) - round(truth[88, 100] * 255)) <= 13 and tuple(rgba[88, 100, :3]) == (0, 0, 0)
+    assert tuple(rgba[60, 70]) == (30, 90, 150, 255)  # the product as it was
+    mask = cutout_pixels(rgb, product, CutoutOptions.parse({"shadow": "true", "refine": "false", "output": "mask"}))
+    assert mask[88, 100] == rgba[88, 100, 3]
+    comp = cutout_pixels(rgb, product, CutoutOptions.parse({"shadow": "true", "refine": "false", "output": "composite",
+                                                            "bg": "#00ff00"}))
+    assert 0 < comp[88, 100, 1] < 255 * (1 - truth[88, 100]) + 13 and comp[5, 5, 1] == 255  # the new bg, darkened
+
+
+def test_background_photo_covers_the_output():
+    from segsynth.serve.uploads import cover
+
+    bg = np.zeros((10, 40, 3), np.uint8)
+    bg[:, :20] = 255  # left half white, right half black
+    out = cover(bg, (20, 20))  # scaled x2 to cover 20 px of height, centred: the middle 20 columns
+    assert out.shape == (20, 20, 3) and out[:, :9].min() == 255 and out[:, 11:].max() == 0
+    rgb = np.full((20, 20, 3), 255, np.uint8)
+    mask = np.zeros((20, 20), np.float32)
+    comp = cutout_pixels(rgb, mask, CutoutOptions(output="composite", refine=False), background=bg)
+    assert np.array_equal(comp, out)
+
+
+def test_outputs_beyond_an_encoders_size_limit_are_422_naming_a_format_that_fits():
+    with pytest.raises(UploadError) as e:
+        encode_output(np.zeros((2, 16_384), np.uint8), "webp")
+    assert e.value.status == 422 and e.value.code == "too_large_for_format" and "format=png" in e.value.message
+    with pytest.raises(UploadError):
+        encode_output(np.zeros((65_536, 1, 3), np.uint8), "jpeg")
+    assert encode_output(np.zeros((2, 16_383), np.uint8), "webp")[:4] == b"RIFF"

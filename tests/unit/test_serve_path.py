@@ -1,0 +1,311 @@
+"""The endpoint's request path without Ray: continuous batching, the memory budget, the request
+guard (header limits, slow bodies, the token) and the service's routes called directly with a
+white-threshold model (bg_image, per-item errors in a batch, Server-Timing, budgets)."""
+from __future__ import annotations
+
+import asyncio
+import io as pyio
+import json
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segsynth.serve.batcher import Batcher
+from segsynth.serve.budget import MemoryBudget
+from segsynth.serve.uploads import UploadError
+from segsynth.webapi import BodyTimeout, RequestGuard, RequestLimits, guarded_receive
+
+
+def run(coro, timeout: float = 30.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+# ---------------------------------------------------------------- batcher
+def test_a_lone_request_does_not_wait_for_company():
+    async def main():
+        batcher = Batcher(lambda xs: [x * 2 for x in xs], max_batch_size=8, wait_s=60.0)
+        # nobody else is decoding: waiting 60 s for company would trip the 5 s bound
+        return await asyncio.wait_for(batcher.submit(21), 5.0), batcher.sizes
+
+    (result, timing), sizes = run(main())
+    assert result == 42 and timing.batch_size == 1 and sizes == {1: 1}
+
+
+def test_requests_that_arrive_during_a_forward_pass_share_the_next_one():
+    gate = threading.Event()
+
+    def model(xs):
+        gate.wait(10)  # the first pass holds until three more requests queued behind it
+        return list(xs)
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=8, wait_s=0.0)
+        first = asyncio.create_task(batcher.submit(0))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(batcher.submit(i)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = [await t for t in [first, *rest]]
+        return results, batcher.sizes
+
+    results, sizes = run(main())
+    assert [r for r, _ in results] == [0, 1, 2, 3] and [t.batch_size for _, t in results] == [1, 3, 3, 3]
+    assert sizes == {1: 1, 3: 1}
+
+
+def test_a_partial_batch_waits_for_requests_still_decoding():
+    async def main():
+        batcher = Batcher(list, max_batch_size=8, wait_s=5.0)
+
+        async def late():
+            with batcher.incoming():
+                await asyncio.sleep(0.1)  # "decoding"
+                return await batcher.submit("b")
+
+        task = asyncio.create_task(late())
+        await asyncio.sleep(0.01)
+        a = await batcher.submit("a")  # waits for b, which is on its way
+        return a, await task
+
+    (_, ta), (_, tb) = run(main())
+    assert ta.batch_size == tb.batch_size == 2
+
+
+def test_a_failing_model_fails_its_riders_and_the_loop_goes_on():
+    calls = []
+
+    def model(xs):
+        calls.append(list(xs))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return xs
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=4, wait_s=0.0)
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.submit(1)
+        return await batcher.submit(2)
+
+    assert run(main())[0] == 2
+
+
+# ---------------------------------------------------------------- memory budget
+def test_budget_refuses_what_cannot_fit_and_queues_what_can():
+    async def main():
+        budget = MemoryBudget(100, wait_s=5.0)
+        with pytest.raises(UploadError) as e:
+            async with budget.reserve(101, "huge.png"):
+                pass
+        assert e.value.status == 413 and e.value.code == "over_memory_budget" and "huge.png" in e.value.message
+        order = []
+
+        async def hold(name, n, seconds):
+            async with budget.reserve(n, name):
+                order.append(name)
+                await asyncio.sleep(seconds)
+
+        await asyncio.gather(hold("a", 60, 0.1), hold("b", 60, 0.0), hold("c", 30, 0.0))
+        return order, budget
+
+    order, budget = run(main())
+    assert order == ["a", "b", "c"]  # b waited for a; c, though it fitted, did not jump the line
+    assert budget.peak <= 100 and budget.used == 0 and budget.waited == 2
+
+
+def test_budget_answers_busy_when_it_stays_full():
+    async def main():
+        budget = MemoryBudget(100, wait_s=0.05)
+
+        async def hog():
+            async with budget.reserve(100, "hog"):
+                await asyncio.sleep(0.5)
+
+        task = asyncio.create_task(hog())
+        await asyncio.sleep(0.01)
+        with pytest.raises(UploadError) as e:
+            async with budget.reserve(10, "late.jpg"):
+                pass
+        await task
+        return e.value, budget
+
+    err, budget = run(main())
+    assert err.status == 503 and err.code == "busy" and budget.refused == 1 and budget.used == 0
+
+
+# ---------------------------------------------------------------- request guard
+def _trickle(chunks, delay):
+    async def receive():
+        await asyncio.sleep(delay)
+        body = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    return receive
+
+
+def test_a_body_trickling_in_gets_cut_off():
+    limits = RequestLimits(body_timeout_s=5.0, min_body_rate=1000.0, body_grace_s=0.1)
+
+    async def read(receive):
+        while True:
+            m = await receive()
+            if not m.get("more_body"):
+                return
+
+    with pytest.raises(BodyTimeout, match="too slowly"):  # 1 byte every 0.05 s is 20 B/s
+        run(read(guarded_receive(_trickle([b"x"] * 100, 0.05), limits)))
+    run(read(guarded_receive(_trickle([b"x" * 1000] * 3, 0.01), limits)))  # a brisk body passes
+
+
+def _asgi_app_reading_its_body(seen: list):
+    async def app(scope, receive, send):
+        body = b""
+        while True:
+            m = await receive()
+            body += m.get("body", b"")
+            if not m.get("more_body"):
+                break
+        seen.append(body)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+def _call(guard, headers, receive):
+    sent = []
+
+    async def send(m):
+        sent.append(m)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/remove", "headers": headers, "query_string": b""}
+    run(guard(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], body
+
+
+def test_guard_refuses_oversized_headers_and_slow_bodies_before_the_route():
+    seen: list = []
+    limits = RequestLimits(max_header_bytes=1000, max_headers=10, body_timeout_s=5.0, min_body_rate=1000.0,
+                           body_grace_s=0.1)
+    guard = RequestGuard(_asgi_app_reading_its_body(seen), limits=lambda: limits)
+    status, body = _call(guard, [(b"x-pad", b"a" * 2000)], _trickle([b"data"], 0))
+    assert status == 431 and json.loads(body)["error"]["code"] == "headers_too_large"
+    status, _ = _call(guard, [(f"x-{i}".encode(), b"1") for i in range(11)], _trickle([b"data"], 0))
+    assert status == 431 and seen == []  # the route never ran
+    status, body = _call(guard, [], _trickle([b"x"] * 100, 0.05))
+    assert status == 408 and json.loads(body)["error"]["code"] == "body_timeout"
+    assert _call(guard, [], _trickle([b"data"], 0)) == (200, b"ok") and seen == [b"data"]
+
+
+def test_guard_checks_the_token_but_leaves_the_probes_open():
+    guard = RequestGuard(_asgi_app_reading_its_body([]), token=lambda: "s3cret")
+    assert _call(guard, [], _trickle([b""], 0))[0] == 401
+    assert _call(guard, [(b"authorization", b"Bearer s3cret")], _trickle([b""], 0))[0] == 200
+    sent = []
+
+    async def send(m):
+        sent.append(m)
+
+    run(guard({"type": "http", "method": "GET", "path": "/healthz", "headers": [], "query_string": b""},
+              _trickle([b""], 0), send))
+    assert sent[0]["status"] == 200
+
+
+# ---------------------------------------------------------------- the service's routes, no Ray
+def _png(arr: np.ndarray) -> bytes:
+    buf = pyio.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _product_on_white(h=60, w=80) -> np.ndarray:
+    rgb = np.full((h, w, 3), 255, np.uint8)
+    rgb[15:45, 20:60] = (40, 60, 90)  # what the white-threshold model calls product
+    return rgb
+
+
+def _multipart(fields: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    boundary = "segsynthtestboundary"
+    out = b""
+    for field, name, data in fields:
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _request(body: bytes, content_type: str):
+    from starlette.requests import Request
+
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    return Request({"type": "http", "method": "POST", "path": "/v1/remove", "headers": headers,
+                    "query_string": b""}, receive)
+
+
+OPTS = dict(output=None, bg=None, threshold=None, fmt=None, crop=None, refine=None, shadow=None)
+
+
+@pytest.fixture
+def service():
+    from segsynth.serve.config import ServeConfig
+    from segsynth.serve.service import RemovalService
+    from segsynth.webapi import set_request_limits
+
+    def make(**kw):
+        return RemovalService(ServeConfig(kind="white-threshold", **kw))
+
+    yield make
+    set_request_limits(None)
+
+
+def test_one_image_with_a_background_photo_and_its_timing(service):
+    svc = service()
+    backdrop = np.zeros((30, 40, 3), np.uint8)
+    backdrop[:] = (200, 0, 0)  # any size: scaled to cover the output
+    body, ctype = _multipart([("file", "chair.png", _png(_product_on_white())), ("bg_image", "red.png", _png(backdrop))])
+    r = run(svc.remove(_request(body, ctype), **OPTS))
+    out = np.asarray(Image.open(pyio.BytesIO(r.body)))
+    assert out.shape == (60, 80, 3)  # a background photo means output=composite
+    assert tuple(out[2, 2]) == (200, 0, 0) and tuple(out[30, 40]) == (40, 60, 90)
+    hops = dict(part.split(";dur=") for part in r.headers["server-timing"].split(", "))
+    assert set(hops) == {"read", "decode", "queue", "model", "encode", "app"}
+    assert float(hops["app"]) >= max(float(v) for k, v in hops.items() if k != "app")
+    with pytest.raises(UploadError) as e:  # a background photo with output=mask is a contradiction
+        run(svc.remove(_request(body, ctype), **{**OPTS, "output": "mask"}))
+    assert e.value.status == 400 and "bg_image" in e.value.message
+
+
+def test_batch_reports_an_output_its_format_cannot_hold_and_returns_the_rest(service):
+    svc = service()
+    wide = np.full((8, 16_400, 3), 255, np.uint8)
+    wide[2:6, 100:200] = 0  # 16400 px wide: more than WebP's 16383
+    body, ctype = _multipart([("file", "ok.png", _png(_product_on_white())), ("file", "wide.png", _png(wide))])
+    r = run(svc.remove_batch(_request(body, ctype), **{**OPTS, "fmt": "webp"}, response="zip"))
+    zf = zipfile.ZipFile(pyio.BytesIO(r.body))
+    assert sorted(zf.namelist()) == ["errors.json", "ok.webp"]
+    err = json.loads(zf.read("errors.json"))[0]
+    assert err["name"] == "wide.png" and err["status"] == 422 and err["error"]["code"] == "too_large_for_format"
+    assert "format=png" in err["error"]["message"]
+
+
+def test_memory_budget_and_request_size_limits(service):
+    svc = service(memory_budget_bytes=1_000_000, max_upload_bytes=300_000, max_request_bytes=400_000)
+    big = np.full((300, 300, 3), 255, np.uint8)  # 90 000 px x 32 B: ~2.9 MB of working memory
+    body, ctype = _multipart([("file", "big.png", _png(big))])
+    with pytest.raises(UploadError) as e:
+        run(svc.remove(_request(body, ctype), **OPTS))
+    assert e.value.status == 413 and e.value.code == "over_memory_budget" and "big.png" in e.value.message
+    assert svc.budget.used == 0  # nothing left reserved
+    noise = np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)
+    body, ctype = _multipart([("file", f"{i}.png", _png(noise)) for i in range(4)])  # ~4 x 120 KB
+    with pytest.raises(UploadError) as e:
+        run(svc.remove_batch(_request(body, ctype), **OPTS, response="zip"))
+    assert e.value.status == 413 and e.value.code == "too_large" and "400000" in e.value.message
