@@ -32,6 +32,8 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
     "eval": ("segsynth.evaluate.config", "EvalConfig", "segsynth.evaluate.job", "evaluate models on labelled folders -> report"),
     "serve": ("segsynth.serve.config", "ServeConfig", "segsynth.serve.job", "serve a model as a batched HTTP endpoint (Ray Serve)"),
     "demo": ("segsynth.demo", "DemoConfig", "segsynth.demo", "the whole pipeline on the demo kit, on a local Ray"),
+    "pipeline": ("segsynth.demo", "PipelineConfig", "segsynth.demo",
+                 "cutouts -> rooms -> synth -> train -> eval -> export, resuming where a failed run stopped"),
 }
 # command -> (module, help): commands with their own arguments
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
-    elif args.stage != "demo":
+    elif args.stage not in ("demo", "pipeline"):  # a chain logs each step's result line itself
         console.result(args.stage, summary)
     return 0
 
