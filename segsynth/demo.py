@@ -169,12 +169,10 @@ def completion_marker(stage: str, cfg: Any) -> str | None:
     if stage in SERVICES:
         return None
     if stage == "export":
-        from segsynth.predict import card_path
+        from segsynth.predict import card_file
         from segsynth.train.export import FORMATS
 
-        out = cfg.out or io.join(cfg.ckpt, f"model{FORMATS[cfg.format]}")
-        folder, _, name = out.rpartition("/")  # card_path's rule on the name; a URI keeps its scheme
-        return f"{folder}/{card_path(name).name}" if folder else card_path(name).name
+        return card_file(cfg.out or io.join(cfg.ckpt, f"model{FORMATS[cfg.format]}"))
     out = getattr(cfg, "out", None)
     return io.join(out, SUMMARY) if out else None
 

@@ -8,9 +8,12 @@ Images are ``(H, W, 3) uint8`` RGB; RGBA cutouts ``(H, W, 4) uint8``; masks ``(H
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import posixpath
+import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -29,6 +32,17 @@ class InputError(ValueError):
     """A path the user gave that cannot be used (missing, unreadable, unwritable, not a URI we
     can open); the message names the config key or argument and the fix. ``segsynth`` prints
     it as one line and exits with status 2."""
+
+
+class StorageError(InputError, OSError):
+    """An object-store path that cannot be used (no such bucket, access denied, endpoint not
+    reachable): one line naming the path and the fix. Also an ``OSError``, so code that tolerates
+    an unreadable or unwritable file (a log copy, an optional input) still does."""
+
+
+class MissingPathError(StorageError, FileNotFoundError):
+    """An object-store path that is not there; also a ``FileNotFoundError`` for callers that
+    treat a missing file as "none yet"."""
 
 
 # ---------------------------------------------------------------- paths and URIs
@@ -50,6 +64,63 @@ def resolve(path: str | Path) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(path).expanduser().absolute())
 
 
+# the standard AWS variables pyarrow's S3 filesystem reads (with ~/.aws/config and credentials)
+AWS_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                      "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+_DENIED = ("ACCESS_DENIED", "AccessDenied", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId", "SIGNATURE_DOES_NOT_MATCH",
+           "SignatureDoesNotMatch", "EXPIRED_TOKEN", "ExpiredToken", "MISSING_AUTHENTICATION_TOKEN")
+_UNREACHABLE = ("curlCode", "NETWORK_CONNECTION", "Couldn't connect", "Could not resolve", "Connection refused",
+                "connect to host")
+
+
+def storage_error(error: OSError, path: str, doing: str, key: str | None = None) -> StorageError:
+    """One line for an object-store failure on ``path`` (the value of config key ``key``) while
+    ``doing`` (``read``, ``write``, ``list``): what went wrong and the fix, not the SDK's message."""
+    where = f"{key}: {path}" if key else path
+    text = str(error)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    at = f" at {endpoint}" if endpoint else ""
+    bucket = path.split("://", 1)[-1].split("/", 1)[0]
+    if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text or re.search(r"Bucket '[^']*' not found", text):
+        return StorageError(f"{where}: the bucket {bucket} does not exist{at}; create it (aws s3 mb s3://{bucket}) "
+                          "or fix the bucket name")
+    if isinstance(error, FileNotFoundError):
+        return MissingPathError(f"{where} does not exist; fix the path, or run the stage that writes it first")
+    code = next((c for c in _DENIED if c in text), None)
+    if code:
+        if not any(os.environ.get(k) for k in AWS_CREDENTIAL_ENV) and not _aws_files():
+            return StorageError(f"{where}: access denied ({code}) and no AWS credentials are set; set AWS_ACCESS_KEY_ID "
+                              "and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run where an instance role grants access")
+        return StorageError(f"{where}: access denied ({code}) to {doing} it; check AWS_ACCESS_KEY_ID and "
+                          f"AWS_SECRET_ACCESS_KEY, and that they may {doing} s3://{bucket}")
+    if any(c in text for c in _UNREACHABLE):
+        return StorageError(f"{where}: cannot reach the object store{at} ({text.splitlines()[0][:160]}); check "
+                          "AWS_ENDPOINT_URL, AWS_REGION and the network")
+    return StorageError(f"{where}: cannot {doing} it ({text.splitlines()[0][:200]}); check the URI, AWS_ENDPOINT_URL "
+                      "and the credentials")
+
+
+def _aws_files() -> bool:
+    """Whether a shared credentials or config file exists (the SDK may find credentials there)."""
+    files = (os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+             os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
+    return any(Path(f).expanduser().is_file() for f in files)
+
+
+@contextlib.contextmanager
+def _storage(path: str | Path, doing: str, key: str | None = None) -> Iterator[None]:
+    """Object-store errors inside the block become :func:`storage_error`'s one line; local
+    paths keep their own errors."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as e:
+        if not is_uri(path) or str(path).startswith("file://"):
+            raise
+        raise storage_error(e, str(path), doing, key) from None
+
+
 def join(base: str | Path, *parts: str) -> str:
     base = str(base)
     if is_uri(base):
@@ -59,45 +130,51 @@ def join(base: str | Path, *parts: str) -> str:
 
 def exists(path: str | Path) -> bool:
     fs, p = resolve(path)
-    return fs.get_file_info(p).type != pafs.FileType.NotFound
+    with _storage(path, "read"):
+        return fs.get_file_info(p).type != pafs.FileType.NotFound
 
 
 def makedirs(path: str | Path) -> None:
     fs, p = resolve(path)
-    fs.create_dir(p, recursive=True)
+    with _storage(path, "write"):
+        fs.create_dir(p, recursive=True)
 
 
 def read_bytes(path: str | Path) -> bytes:
     fs, p = resolve(path)
-    with fs.open_input_stream(p) as f:
+    with _storage(path, "read"), fs.open_input_stream(p) as f:
         return f.read()
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write atomically on local disk (temp file + rename), so a crash leaves no half file."""
     fs, p = resolve(path)
-    fs.create_dir(posixpath.dirname(p), recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(posixpath.dirname(p), recursive=True)
         tmp = p + ".tmp"
         with open(tmp, "wb") as f:
             f.write(data)
         Path(tmp).replace(p)
         return
-    with fs.open_output_stream(p) as f:
-        f.write(data)
+    with _storage(path, "write"):
+        fs.create_dir(posixpath.dirname(p), recursive=True)
+        with fs.open_output_stream(p) as f:
+            f.write(data)
 
 
 def list_files(folder: str | Path, exts: Iterable[str] | None = None, recursive: bool = False) -> list[str]:
     """Sorted file paths (URIs keep their scheme) in ``folder`` with one of ``exts``."""
     fs, p = resolve(folder)
-    info = fs.get_file_info(p)
+    with _storage(folder, "list"):
+        info = fs.get_file_info(p)
     if info.type != pafs.FileType.Directory:
         raise FileNotFoundError(f"{folder} is not a folder")
     sel = pafs.FileSelector(p, recursive=recursive)
     exts = tuple(e.lower() for e in exts) if exts else None
     out = []
     try:
-        infos = fs.get_file_info(sel)
+        with _storage(folder, "list"):
+            infos = fs.get_file_info(sel)
     except PermissionError as e:
         raise InputError(f"{folder} cannot be read ({e.strerror or e}); give the folder read permission or use another") from None
     for fi in infos:
@@ -118,19 +195,25 @@ def require_input(path: str | Path | None, key: str, kind: str = "any") -> None:
     fs, p = resolve(path)
     try:
         info = fs.get_file_info(p)
-    except PermissionError as e:
-        raise InputError(f"{key}: {path} cannot be read ({e.strerror or e}); check its permissions") from None
     except OSError as e:
+        if is_uri(path) and not str(path).startswith("file://"):
+            raise storage_error(e, str(path), "read", key) from None
+        if isinstance(e, PermissionError):
+            raise InputError(f"{key}: {path} cannot be read ({e.strerror or e}); check its permissions") from None
         raise InputError(f"{key}: {path} cannot be reached ({str(e).splitlines()[0]}); check the URI and credentials") from None
+    if info.type == pafs.FileType.NotFound and is_uri(path) and not str(path).startswith("file://"):
+        bucket = p.split("/", 1)[0]
+        with _storage(path, "read", key):
+            if fs.get_file_info(bucket).type == pafs.FileType.NotFound:  # no such bucket: say so, not "no such key"
+                raise storage_error(OSError(f"Bucket '{bucket}' not found"), str(path), "read", key)
     if info.type == pafs.FileType.NotFound:
-        raise InputError(f"{key}: {path} does not exist; fix the path (relative paths start at {Path.cwd()})")
+        where = "run the stage that writes it first" if is_uri(path) else f"relative paths start at {Path.cwd()}"
+        raise InputError(f"{key}: {path} does not exist; fix the path ({where})")
     if kind == "folder" and info.type != pafs.FileType.Directory:
         raise InputError(f"{key}: {path} is a file, not a folder; give the folder that holds the files")
     if kind == "file" and info.type != pafs.FileType.File:
         raise InputError(f"{key}: {path} is a folder, not a file; give the file itself")
     if isinstance(fs, pafs.LocalFileSystem):
-        import os
-
         if not os.access(p, os.R_OK | (os.X_OK if info.type == pafs.FileType.Directory else 0)):
             raise InputError(f"{key}: {path} cannot be read (permission denied); give it read permission or use another")
 
@@ -147,6 +230,8 @@ def require_output(folder: str | Path, key: str = "out") -> None:
             with tempfile.NamedTemporaryFile(dir=p, prefix=".write-check-"):
                 pass
     except (PermissionError, FileExistsError, NotADirectoryError, OSError) as e:
+        if is_uri(folder) and not str(folder).startswith("file://"):
+            raise storage_error(e, str(folder), "write", key) from None
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
         raise InputError(f"{key}: cannot write to {folder} ({reason}); choose a folder you can write, "
                          f"e.g. {key}=outputs/<name>") from None
@@ -299,12 +384,15 @@ def write_parquet(table: pa.Table | list[dict], path: str | Path) -> None:
 def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     """One parquet file, or every ``*.parquet`` in a folder (sorted), as one table."""
     fs, p = resolve(path)
-    if fs.get_file_info(p).type == pafs.FileType.Directory:
+    with _storage(path, "read"):
+        is_folder = fs.get_file_info(p).type == pafs.FileType.Directory
+    if is_folder:
         files = [f for f in list_files(path, [".parquet"], recursive=True)]
         if not files:
             raise FileNotFoundError(f"{path} holds no parquet files")
         return pa.concat_tables([read_parquet(f, columns) for f in files])
-    return pq.read_table(p, filesystem=fs, columns=columns)
+    with _storage(path, "read"):
+        return pq.read_table(p, filesystem=fs, columns=columns)
 
 
 # ---------------------------------------------------------------- labelled folders

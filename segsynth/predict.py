@@ -161,6 +161,12 @@ def card_path(model_file: str | Path) -> Path:
     return p.with_suffix(".json") if p.suffix == ".onnx" else Path(str(p) + ".json")
 
 
+def card_file(model_file: str) -> str:
+    """:func:`card_path` for a path that may be a URI (``s3://b/m.onnx`` -> ``s3://b/m.json``)."""
+    folder, sep, name = str(model_file).rpartition("/")
+    return f"{folder}{sep}{card_path(name).name}"
+
+
 def infer_kind(path: str | None) -> str:
     """Guess a predictor kind from a path: a checkpoint folder, a TorchScript or an ONNX file."""
     if path is None:

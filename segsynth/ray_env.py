@@ -39,6 +39,14 @@ def prepare_env() -> None:
 SERVE_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 
 
+# What every Ray worker needs to see as the driver does: the hub switch, the shared data, and where
+# the object store is (s3:// paths: the standard AWS variables pyarrow reads). Credentials are not
+# forwarded: a job's runtime_env is shown on the dashboard; a local Ray's workers inherit them, and
+# a cluster's nodes have their own (instance role, IRSA, or the variables in their environment).
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "SEGSYNTH_DATA", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
     """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray. Returns ray."""
     prepare_env()
@@ -52,7 +60,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
     # --verbose; otherwise it stays in Ray's session logs, copied to <out>/logs/ray by the stage
     kwargs.setdefault("log_to_driver", console.verbose())
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "SEGSYNTH_DATA") if k in os.environ}
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     runtime_env = {"env_vars": env_vars} if env_vars else None
     if address:
         log.info("joining the Ray cluster at %s", address)
@@ -62,7 +70,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
         log.debug("starting an embedded local Ray with %d logical CPUs (temp dir %s)", n, os.environ["RAY_TMPDIR"])
         for attempt in range(LOCAL_START_ATTEMPTS):
             try:
-                ray.init(num_cpus=n, include_dashboard=False, runtime_env=runtime_env,
+                # "local": a new instance, never one that another process on this machine started
+                # (with no address Ray joins the latest local cluster it finds in its temp dir)
+                ray.init(address="local", num_cpus=n, include_dashboard=False, runtime_env=runtime_env,
                          _temp_dir=str(Path(os.environ["RAY_TMPDIR"], "ray")), logging_level=logging.WARNING, **kwargs)
                 break
             except Exception as e:  # Ray raises a bare Exception when its raylet starts too slowly

@@ -8,6 +8,8 @@
   :class:`AppServer` and :data:`CHROMIUM_ARGS` run the app for a headless Chromium.
 - :func:`failing_train_loop`: the training worker loop with a one-time failure injected at a
   step, for the recovery tests of ``segsynth train`` (lives here so Ray workers can import it).
+- :func:`tiny_chain_overrides`: per-step overrides that shrink the demo kit's chain
+  (``configs/demo``) to seconds per step, for tests that run the whole chain.
 """
 from __future__ import annotations
 
@@ -289,3 +291,17 @@ class AppServer:
 
 if __name__ == "__main__":
     raise SystemExit(_main())
+
+
+def tiny_chain_overrides(photos: int = 12) -> dict[str, list[str]]:
+    """The demo kit's configs shrunk to seconds per step: ``photos`` catalog photos, 2 samples each
+    at 64 px, 2 training steps of a tiny random model, 2 eval items."""
+    return {
+        "cutouts": ["workers=1", "sources=[{kind: catalog, path: demo_kit/catalog, categories_csv: "
+                    f"demo_kit/catalog/products.csv, category_column: type, limit: {photos}}}]"],
+        "synth": ["workers=1", "samples_per_cutout=2", "size=64", "shard_size=8", "contact_sheet=0", "val_fraction=0.3"],
+        "train": ["encoder_name=tu-mobilenetv3_small_050", "encoder_weights=null", "decoder_pyramid_channels=64",
+                  "decoder_segmentation_channels=32", "size=64", "batch_size=4", "epochs=1", "max_steps_per_epoch=2",
+                  "num_workers=1", "warmup_steps=1", "checkpoint_every_steps=2", "shuffle_pool=8", "val_fraction=0.3"],
+        "eval": ["limit=2", "gallery_size=1"],
+    }

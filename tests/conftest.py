@@ -80,3 +80,59 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "ray_local" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
+
+
+# ---------------------------------------------------------------- a local S3 (moto's server)
+class LocalS3:
+    """moto's standalone S3 server on 127.0.0.1: its ``endpoint`` URL, the standard AWS variables
+    that point pyarrow (and boto3) at it (``env``), and :meth:`make_bucket`."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_REGION": "us-east-1",
+                    "AWS_EC2_METADATA_DISABLED": "true"}  # no instance-metadata probe: nothing beyond 127.0.0.1
+
+    def client(self, service: str = "s3", **credentials):
+        import boto3
+
+        credentials = credentials or {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.env["AWS_REGION"], **credentials)
+
+    def make_bucket(self) -> str:
+        """A new, uniquely named bucket; returns ``s3://NAME``."""
+        import uuid
+
+        name = f"segsynth-test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> LocalS3:
+    """moto's S3 server in a thread of this process, on 127.0.0.1 and a free port, for the session.
+    Sets no environment: see ``s3_env``."""
+    import socket
+
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a test dependency: pip install -e '.[dev]'")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield LocalS3(f"http://127.0.0.1:{port}")
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> LocalS3:
+    """The local S3's AWS_* variables set for one test (restored after)."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+@pytest.fixture
+def s3_bucket(s3_env) -> str:
+    """A fresh bucket on the local S3, with its AWS_* variables set; ``s3://NAME``."""
+    return s3_env.make_bucket()

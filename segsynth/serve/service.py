@@ -105,7 +105,7 @@ def load_model(cfg: ServeConfig):
     from segsynth.predict import load_predictor
 
     predictor = load_predictor(fetch_model(cfg.model) if cfg.model else None, kind=cfg.kind, **cfg.predictor_options)
-    if hasattr(predictor, "batch_size"):  # a whole @serve.batch in one forward pass (sizes mix freely)
+    if hasattr(predictor, "batch_size"):  # a whole batch in one forward pass (sizes mix freely)
         predictor.batch_size = max(predictor.batch_size, cfg.max_batch_size)
     return predictor
 

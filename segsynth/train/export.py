@@ -20,10 +20,13 @@ with ``segsynth.predict.load_predictor(path)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import posixpath
 import shlex
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +34,8 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from segsynth.predict import card_path
+from segsynth import io
+from segsynth.predict import card_file
 from segsynth.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -101,7 +105,7 @@ def rembg_card(model_path: str | Path, pre: Preprocessing, quantized: bool = Fal
     LANCZOS; since rembg 2.0.86 it only loads a ``model_path`` under its models directory
     (``U2NET_HOME``, which wins over ``REMBG_HOME``, else ``~/.rembg``)."""
     model_path = str(model_path)
-    folder = str(Path(model_path).parent)
+    folder = posixpath.dirname(model_path) if io.is_uri(model_path) else str(Path(model_path).parent)
     extras = json.dumps({"model_path": model_path})
     command = (f"U2NET_HOME={shlex.quote(folder)} rembg i -m u2net_custom "
                f"-x {shlex.quote(extras)} in.jpg out.png")
@@ -143,7 +147,6 @@ def export(ckpt: str, fmt: str = "onnx", out: str | None = None, opset: int = 17
     ``quantize`` (ONNX only): the fp32 graph is exported and checked first, then its weights are
     quantized to int8 (onnxruntime ``quantize_dynamic``) into ``out``; the card records
     ``quantized: int8`` and the int8 graph's own difference to torch."""
-    import torch
 
     from segsynth.model import load_model_folder
 
@@ -151,8 +154,6 @@ def export(ckpt: str, fmt: str = "onnx", out: str | None = None, opset: int = 17
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(sorted(FORMATS))}")
     if quantize and fmt != "onnx":
         raise ValueError("--quantize makes an int8 ONNX graph; use it with --format onnx")
-    from segsynth import io
-
     io.require_input(ckpt, "ckpt", "folder")
     model, card = load_model_folder(ckpt, "cpu")
     trained = Preprocessing.from_card(card["preprocessing"])
@@ -160,7 +161,22 @@ def export(ckpt: str, fmt: str = "onnx", out: str | None = None, opset: int = 17
     # consumers feed); TorchScript keeps the checkpoint's own
     graph_pre, affine = imagenet_input(trained) if fmt == "onnx" else (trained, None)
     net = _with_sigmoid(model, affine)
-    out_path = Path(out) if out else Path(ckpt) / f"model{FORMATS[fmt]}"
+    out = str(out) if out else io.join(ckpt, f"model{FORMATS[fmt]}")
+    # onnx and torch write local files only: an object-store `out` is exported to a temp folder
+    # first and uploaded, the file, then its card (the card marks a complete export)
+    with tempfile.TemporaryDirectory(prefix="segsynth-export-") if io.is_uri(out) else contextlib.nullcontext() as staging:
+        out_path = Path(staging, posixpath.basename(out)) if staging else Path(out)
+        exported = _export_file(net, card, trained, graph_pre, affine, ckpt, fmt, out, out_path, opset, quantize)
+    log.info("exported %s -> %s (max |diff| vs torch %.2e)", ckpt, out, exported["parity_max_abs_diff"])
+    return exported
+
+
+def _export_file(net, card: dict, trained: Preprocessing, graph_pre: Preprocessing, affine, ckpt: str, fmt: str,
+                 out: str, out_path: Path, opset: int, quantize: bool) -> dict:
+    """:func:`export`'s work: ``net`` to the local ``out_path``, checked, then copied to ``out``
+    (when that is elsewhere) and its card written beside ``out``; returns the card."""
+    import torch
+
     out_path.parent.mkdir(parents=True, exist_ok=True)
     size = int(card["preprocessing"]["size"])
     example = torch.randn(1, 3, size, size)
@@ -203,9 +219,10 @@ def export(ckpt: str, fmt: str = "onnx", out: str | None = None, opset: int = 17
                 "dynamic_axes": ["batch", "height", "width"], "opset": opset if fmt == "onnx" else None,
                 "parity_max_abs_diff": diff}
     if fmt == "onnx":
-        exported["rembg"] = rembg_card(out_path, graph_pre, quantized=quantize)
-    card_path(out_path).write_text(json.dumps(exported, indent=2, default=str))
-    log.info("exported %s -> %s (max |diff| vs torch %.2e)", ckpt, out_path, diff)
+        exported["rembg"] = rembg_card(out if io.is_uri(out) else out_path, graph_pre, quantized=quantize)
+    if io.is_uri(out):
+        io.write_bytes(out, out_path.read_bytes())
+    io.write_bytes(card_file(out), json.dumps(exported, indent=2, default=str).encode())
     return exported
 
 
@@ -247,13 +264,13 @@ class ExportConfig:
 def run(cfg: ExportConfig, address: str | None = None) -> dict:
     """Export as :func:`export` does; ``address`` is unused (no Ray)."""
     card = export(cfg.ckpt, cfg.format, cfg.out, cfg.opset, cfg.quantize)
-    out = cfg.out or str(Path(cfg.ckpt) / f"model{FORMATS[cfg.format]}")
-    return {"out": out, "card": str(card_path(out)), "parity_max_abs_diff": card["parity_max_abs_diff"]}
+    out = cfg.out or io.join(cfg.ckpt, f"model{FORMATS[cfg.format]}")
+    return {"out": out, "card": card_file(out), "parity_max_abs_diff": card["parity_max_abs_diff"]}
 
 
 def main(args: argparse.Namespace) -> int:
     card = export(args.ckpt, args.format, args.out, args.opset, args.quantize)
-    out = args.out or str(Path(args.ckpt) / f"model{FORMATS[args.format]}")
-    sys.stdout.write(json.dumps({"out": out, "card": str(card_path(out)),
+    out = args.out or io.join(args.ckpt, f"model{FORMATS[args.format]}")
+    sys.stdout.write(json.dumps({"out": out, "card": card_file(out),
                                  "parity_max_abs_diff": card["parity_max_abs_diff"]}, indent=2) + "\n")
     return 0

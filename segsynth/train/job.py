@@ -168,6 +168,15 @@ def _pinned_ray_address():
             propagate.discard("RAY_ADDRESS")
 
 
+def _checkpoint_uri(checkpoint, out: str) -> str | None:
+    """Where a Ray Train checkpoint is, as a path segsynth opens: Ray gives the path on its
+    filesystem (``bucket/key`` for ``storage_path=s3://bucket/...``); the scheme of ``out`` is put back."""
+    if checkpoint is None:
+        return None
+    scheme = out.split("://", 1)[0] + "://" if io.is_uri(out) else ""
+    return checkpoint.path if checkpoint.path.startswith(scheme) else scheme + checkpoint.path
+
+
 def run(cfg: TrainConfig, address: str | None = None, worker_loop=train_loop_per_worker) -> dict:
     """Train with Ray Train; returns a summary (also written to ``OUT/summary.json``).
 
@@ -220,7 +229,7 @@ def run(cfg: TrainConfig, address: str | None = None, worker_loop=train_loop_per
         result = trainer.fit()
     fit_s = time.perf_counter() - started
     metrics = dict(result.metrics or {})
-    scored = [(m.get(SCORE_KEY, float("-inf")), c.path) for c, m in (result.best_checkpoints or [])]
+    scored = [(m.get(SCORE_KEY, float("-inf")), _checkpoint_uri(c, cfg.out)) for c, m in (result.best_checkpoints or [])]
     best_dir = io.join(cfg.out, "best")
     summary = {
         "out": cfg.out,
@@ -238,7 +247,7 @@ def run(cfg: TrainConfig, address: str | None = None, worker_loop=train_loop_per
         "steps_per_epoch": n_steps,
         "fit_wall_s": fit_s,  # trainer.fit(): workers' start, data, steps, validation, checkpoints
         "resumed_from_steps": metrics.get("attempt_start_steps"),
-        "latest_checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "latest_checkpoint": _checkpoint_uri(result.checkpoint, cfg.out),
         "best_checkpoint": max(scored)[1] if scored else None,  # Ray's copy, with the optimizer state
         "metrics_csv": io.join(cfg.out, "metrics.csv"),
         "learning_curve": io.join(cfg.out, "learning_curve.png"),

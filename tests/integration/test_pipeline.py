@@ -11,20 +11,12 @@ import pytest
 from segsynth import io
 from segsynth.config import load_config
 from segsynth.demo import PipelineConfig, run
+from segsynth.testing import tiny_chain_overrides
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 STEPS = ["cutouts", "synth", "train", "eval", "export"]
-# the demo kit's configs, shrunk to seconds per step (12 photos, 24 samples at 64 px, 2 steps)
-TINY = {
-    "cutouts": ["workers=1", "sources=[{kind: catalog, path: demo_kit/catalog, categories_csv: demo_kit/catalog/products.csv, "
-                "category_column: type, limit: 12}]"],
-    "synth": ["workers=1", "samples_per_cutout=2", "size=64", "shard_size=8", "contact_sheet=0", "val_fraction=0.3"],
-    "train": ["encoder_name=tu-mobilenetv3_small_050", "encoder_weights=null", "decoder_pyramid_channels=64",
-              "decoder_segmentation_channels=32", "size=64", "batch_size=4", "epochs=1", "max_steps_per_epoch=2",
-              "num_workers=1", "warmup_steps=1", "checkpoint_every_steps=2", "shuffle_pool=8", "val_fraction=0.3"],
-    "eval": ["limit=2", "gallery_size=1"],
-}
+TINY = tiny_chain_overrides(12)  # seconds per step
 
 
 @pytest.fixture
