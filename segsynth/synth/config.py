@@ -184,7 +184,7 @@ class SynthConfig:
     seed: int = 0
     size: int = 512                               # output side in px (square)
     samples_per_cutout: int = 8
-    workers: int = 2                              # compositing actors
+    workers: int | list[int] = 2                  # compositing actors: N, or [min, max] for a pool that grows with the backlog
     cpus_per_worker: float = 1.0
     shard_size: int = 64                          # samples per parquet shard (and per task)
     categories: Optional[list[str]] = None        # main products' categories; None: all
@@ -201,12 +201,30 @@ class SynthConfig:
     rooms_per_shard: int = 0
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
 
+    @property
+    def worker_pool(self) -> dict[str, int]:
+        """Ray Data's ``ActorPoolStrategy`` arguments: a fixed pool, or one Ray Data autoscales
+        between ``min`` and ``max`` actors as shards wait (on a cluster, the autoscaler adds
+        nodes for them)."""
+        if isinstance(self.workers, int):
+            return {"size": self.workers}
+        low, high = self.workers
+        return {"size": low} if low == high else {"min_size": low, "max_size": high}
+
+    @property
+    def max_workers(self) -> int:
+        return self.workers if isinstance(self.workers, int) else int(self.workers[-1])
+
     def check_inputs(self) -> None:
         if self.size < 32:
             raise ConfigError(f"size: {self.size} px is too small; use at least 32")
-        for key in ("samples_per_cutout", "workers", "shard_size"):
+        for key in ("samples_per_cutout", "shard_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be at least 1, got {getattr(self, key)}")
+        pool = [self.workers] if isinstance(self.workers, int) else list(self.workers)
+        if len(pool) not in (1, 2) or min(pool) < 1 or pool != sorted(pool):
+            raise ConfigError(f"workers: {self.workers!r}; give a number of actors (>= 1) or [min, max] with "
+                              "1 <= min <= max, e.g. [2, 16]")
         if self.rooms_per_shard < 0:
             raise ConfigError(f"rooms_per_shard: must be >= 0 (0 turns on-the-fly rooms off), got {self.rooms_per_shard}")
         if self.cpus_per_worker <= 0:

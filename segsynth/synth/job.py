@@ -67,7 +67,7 @@ def run(cfg: SynthConfig, address: str | None = None) -> dict:
         if cfg.rooms_per_shard:
             ds = _room_stage(ray, ds, cfg)
         ds = ds.map_batches(ShardWriter, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
-                            compute=ray.data.ActorPoolStrategy(size=cfg.workers), num_cpus=cfg.cpus_per_worker)
+                            compute=ray.data.ActorPoolStrategy(**cfg.worker_pool), num_cpus=cfg.cpus_per_worker)
         planned = {s["shard"]: len(s["ks"]) for s in pending}  # a corrupt cutout writes no sample but is done
         with console.progress(total=sum(planned.values()), desc="synth", unit="samples") as bar:
             for row in ds.iter_rows():

@@ -68,7 +68,7 @@ def test_job_contract_corrupt_inputs_and_determinism(ray_local, inputs, tmp_path
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["samples_written"] == 12
 
     # one worker, other shard size: every sample bit-identical
-    synth.run(_cfg(inputs, tmp_path / "b", workers=1, shard_size=5, **every_kind))
+    synth.run(_cfg(inputs, tmp_path / "b", workers="[1, 2]", shard_size=5, **every_kind))  # an autoscaling pool
     other = _rows(tmp_path / "b")
     assert other.keys() == rows.keys()
     for sid, r in rows.items():

@@ -153,7 +153,7 @@ def _cutouts(c) -> list[Demand]:
 
 def _synth(c) -> list[Demand]:
     # the room actors only run with rooms_per_shard > 0; a cluster should take them either way
-    return [Demand("synth: compositing actors", {"CPU": c.cpus_per_worker}, c.workers),
+    return [Demand("synth: compositing actors", {"CPU": c.cpus_per_worker}, c.max_workers),
             Demand("synth: on-the-fly room actors", {"CPU": c.rooms.num_cpus, "GPU": c.rooms.num_gpus},
                    c.rooms.workers)]
 

@@ -6,6 +6,7 @@ import pytest
 
 from segsynth.config import ConfigError, dump_config, load_config
 from segsynth.synth import CompositeConfig
+from segsynth.synth.config import SynthConfig
 
 
 def test_defaults_are_valid_and_round_trip(tmp_path):
@@ -46,3 +47,12 @@ def test_bad_yaml_value_is_a_config_error(tmp_path):
     path.write_text("shadow_weights: {shape: 1, ellipse: -2}\n")
     with pytest.raises(ConfigError, match="shadow_weights.ellipse"):
         load_config(CompositeConfig, path)
+
+
+def test_workers_is_a_fixed_or_an_autoscaling_pool():
+    assert load_config(SynthConfig, None, ["workers=3"]).worker_pool == {"size": 3}
+    auto = load_config(SynthConfig, None, ["workers=[2, 16]"])
+    assert auto.worker_pool == {"min_size": 2, "max_size": 16} and auto.max_workers == 16
+    for bad in ("[4, 2]", "[0, 2]", "0", "[1, 2, 3]"):
+        with pytest.raises(ConfigError, match="workers"):
+            load_config(SynthConfig, None, [f"workers={bad}"])
