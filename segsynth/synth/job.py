@@ -42,6 +42,19 @@ def _room_stage(ray, ds, cfg: SynthConfig):
                           num_gpus=r.num_gpus or None, num_cpus=r.num_cpus)
 
 
+
+class NodeShardWriter(ShardWriter):
+    """:class:`ShardWriter` that also says which Ray node wrote each shard (the summary's
+    ``samples_per_node``)."""
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+        import ray
+
+        out = super().__call__(batch)
+        out["node"] = np.asarray([ray.get_runtime_context().get_node_id()] * len(out["shard"]))
+        return out
+
 def run(cfg: SynthConfig, address: str | None = None) -> dict:
     from segsynth.ray_env import init_ray
 
@@ -66,7 +79,7 @@ def run(cfg: SynthConfig, address: str | None = None) -> dict:
         ds = ray.data.from_items(pending, override_num_blocks=len(pending))
         if cfg.rooms_per_shard:
             ds = _room_stage(ray, ds, cfg)
-        ds = ds.map_batches(ShardWriter, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
+        ds = ds.map_batches(NodeShardWriter, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(**cfg.worker_pool), num_cpus=cfg.cpus_per_worker)
         planned = {s["shard"]: len(s["ks"]) for s in pending}  # a corrupt cutout writes no sample but is done
         with console.progress(total=sum(planned.values()), desc="synth", unit="samples") as bar:
@@ -74,6 +87,10 @@ def run(cfg: SynthConfig, address: str | None = None) -> dict:
                 results.append(row)
                 bar.update(planned[int(row["shard"])])
     summary = summarize(cfg, shards, results, time.time() - started)
+    nodes: dict[str, int] = {}
+    for r in results:  # where the samples were made: every node of a cluster should appear
+        nodes[str(r["node"])] = nodes.get(str(r["node"]), 0) + int(r["samples"])
+    summary["samples_per_node"] = nodes
     if cfg.contact_sheet:
         summary["contact_sheet"] = write_contact_sheet(cfg)
     io.write_bytes(io.join(cfg.out, SUMMARY), json.dumps(summary, indent=2).encode())

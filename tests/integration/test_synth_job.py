@@ -147,3 +147,36 @@ def test_cli_terminal_is_quiet_and_the_rest_goes_to_logs(inputs, tmp_path):
     assert "segsynth" in log and " ray" in log  # Ray's own records are in the stage's log file
     r = subprocess.run(argv[:-1], capture_output=True, text=True, env=env, timeout=540)  # resumes: nothing to do
     assert r.returncode == 0 and r.stderr.strip().splitlines()[-1].startswith("synth: 0 samples"), r.stderr
+
+
+@pytest.mark.slow
+def test_every_node_of_a_cluster_makes_rows(inputs, tmp_path):
+    """Two Ray nodes on this machine (ray.cluster_utils.Cluster), one compositing actor fitting
+    on each: the summary counts samples on both nodes, and the dataset is complete."""
+    import ray
+    import ray.data
+    from ray.cluster_utils import Cluster
+
+    from segsynth.ray_env import init_ray
+
+    waited = ray.data.DataContext.get_current().wait_for_min_actors_s
+    restart = ray.is_initialized()  # the session's local Ray: put back afterwards
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 100 * 2**20})
+    cluster.add_node(num_cpus=2, object_store_memory=100 * 2**20)
+    try:
+        ray.init(address=cluster.address, logging_level="WARNING")
+        cluster.wait_for_nodes()
+        ray.data.DataContext.get_current().wait_for_min_actors_s = 120  # both actors up before any shard goes out
+        # 1.5 CPUs per actor: one fits a 2-CPU node, and half a CPU stays free there for Ray Data's own tasks
+        summary = synth.run(_cfg(inputs, tmp_path / "n", workers=2, cpus_per_worker=1.5))
+    finally:
+        ray.data.DataContext.get_current().wait_for_min_actors_s = waited
+        ray.shutdown()
+        cluster.shutdown()
+        if restart:
+            init_ray(num_cpus=4)
+    nodes = summary["samples_per_node"]
+    assert len(nodes) == 2 and all(n > 0 for n in nodes.values()), nodes
+    assert sum(nodes.values()) == summary["samples_written"] == 12
+    assert len(_rows(tmp_path / "n")) == 12
