@@ -45,3 +45,14 @@ def publish(results: dict, section: Callable[[dict], str], heading: str, save_to
     if write:
         write_section(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", heading, text)
     return text
+
+
+def finish(args, run: Callable[[object], dict], section: Callable[[dict], str], heading: str) -> int:
+    """The common ``main`` ending: with ``--section-only``, render the section from the saved
+    ``--results``; otherwise ``run(args)``, save the results there and render them
+    (``--write``: into BENCHMARKS.md)."""
+    if args.section_only:
+        publish(json.loads(Path(args.results).read_text()), section, heading, write=args.write)
+    else:
+        publish(run(args), section, heading, save_to=Path(args.results), write=args.write)
+    return 0

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _sections import publish  # noqa: E402
+from _sections import finish  # noqa: E402
 
 log = logging.getLogger("bench.active")
 HEADING = "## Active learning"
@@ -224,11 +224,7 @@ def main() -> int:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.chdir(REPO)
-    if args.section_only:
-        publish(json.loads(Path(args.results).read_text()), section, HEADING, write=args.write)
-    else:
-        publish(run(args), section, HEADING, save_to=Path(args.results), write=args.write)
-    return 0
+    return finish(args, run, section, HEADING)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ and :func:`judge` the verdict, from those numbers alone.
 # no `from __future__ import annotations`: the dataclass below must build when this file is loaded
 # from its path without a sys.modules entry (as tests/unit/test_benchmark_prose.py loads the scripts)
 import argparse
-import json
 import math
 import os
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _sections import HELD_OUT, held_out_pairs, publish  # noqa: E402
+from _sections import HELD_OUT, finish, held_out_pairs  # noqa: E402
 
 HEADING = "## Int8 export"
 METRICS = ("ssim_box", "iou", "mae")
@@ -205,14 +204,10 @@ def main() -> int:
     p.add_argument("--section-only", action="store_true", help="render --results again, measure nothing")
     args = p.parse_args()
     os.chdir(REPO)
-    if args.section_only:
-        publish(json.loads(Path(args.results).read_text()), section, HEADING, write=args.write)
-        return 0
-    if not (Path(args.ckpt) / "model.pt").is_file():
+    if not args.section_only and not (Path(args.ckpt) / "model.pt").is_file():
         raise SystemExit(f"{args.ckpt}/model.pt is missing: train the CPU recipe first "
                          "(`segsynth demo --config configs/cpu/recipe.yaml`) or pass --ckpt")
-    publish(run(args), section, HEADING, save_to=Path(args.results), write=args.write)
-    return 0
+    return finish(args, run, section, HEADING)
 
 
 if __name__ == "__main__":

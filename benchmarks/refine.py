@@ -14,7 +14,6 @@ resolution. Cost: seconds per megapixel of the refinement alone. Results go to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _sections import HELD_OUT, publish  # noqa: E402
+from _sections import HELD_OUT, finish  # noqa: E402
 
 HEADING = "## Edge refinement"
 METRICS = ("boundary_iou", "ssim_box", "iou", "mae")
@@ -106,11 +105,7 @@ def main() -> int:
     p.add_argument("--section-only", action="store_true")
     args = p.parse_args()
     os.chdir(REPO)
-    if args.section_only:
-        publish(json.loads(Path(args.results).read_text()), section, HEADING, write=args.write)
-    else:
-        publish(run(args), section, HEADING, save_to=Path(args.results), write=args.write)
-    return 0
+    return finish(args, run, section, HEADING)
 
 
 if __name__ == "__main__":
