@@ -151,7 +151,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     fs, p = resolve(path)
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(posixpath.dirname(p), recursive=True)
-        tmp = p + ".tmp"
+        tmp = f"{p}.{os.getpid()}.tmp"  # two writers of one file (a retried task) never share a temp file
         with open(tmp, "wb") as f:
             f.write(data)
         Path(tmp).replace(p)
@@ -373,11 +373,13 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- parquet
-def write_parquet(table: pa.Table | list[dict], path: str | Path) -> None:
+def write_parquet(table: pa.Table | list[dict], path: str | Path, row_group_size: int | None = None) -> None:
+    """``table`` to ``path`` in one write (atomic on local disk); ``row_group_size`` rows per
+    group (None: one group) lets :class:`ParquetIndex` read a few rows without the rest."""
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pylist(table)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, row_group_size=row_group_size)
     write_bytes(path, sink.getvalue().to_pybytes())
 
 
@@ -393,6 +395,81 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table
         return pa.concat_tables([read_parquet(f, columns) for f in files])
     with _storage(path, "read"):
         return pq.read_table(p, filesystem=fs, columns=columns)
+
+
+class ParquetIndex:
+    """Rows of parquet files found by a key column, without holding them in memory.
+
+    The index keeps each key's place (file, row group, row) and the ``keep`` columns' values
+    (small ones: ids, categories); :meth:`fetch` reads only the row groups that hold the keys
+    asked for, one group at a time, so memory is one row group plus the rows asked for, however
+    large the files. A key that repeats (in a file or in a later one) keeps its first row and is
+    listed in ``duplicates`` as ``(key, file)``.
+    """
+
+    def __init__(self, files: Iterable[str], key: str, keep: Iterable[str] = ()):
+        self.files, self.key, self.keep = [str(f) for f in files], key, tuple(keep)
+        self._open: dict[int, pq.ParquetFile] = {}
+        self.where: dict[str, tuple[int, int, int]] = {}
+        self.values: dict[str, dict] = {}
+        self.duplicates: list[tuple[str, str]] = []
+        self.columns: list[str] = []
+        for fi, f in enumerate(self.files):
+            pf = self._file(fi)
+            self.columns = self.columns or pf.schema_arrow.names
+            for g in range(pf.num_row_groups):
+                with _storage(f, "read"):
+                    t = pf.read_row_group(g, columns=[key, *self.keep])
+                kept = {c: t.column(c).to_pylist() for c in self.keep}
+                for r, k in enumerate(t.column(key).to_pylist()):
+                    k = str(k)
+                    if k in self.where:
+                        self.duplicates.append((k, f))
+                        continue
+                    self.where[k] = (fi, g, r)
+                    self.values[k] = {c: kept[c][r] for c in self.keep}
+
+    def _file(self, fi: int) -> pq.ParquetFile:
+        if fi not in self._open:
+            fs, p = resolve(self.files[fi])
+            with _storage(self.files[fi], "read"):
+                self._open[fi] = pq.ParquetFile(fs.open_input_file(p))
+        return self._open[fi]
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.where
+
+    def file_of(self, key: str) -> str:
+        return self.files[self.where[key][0]]
+
+    def group_values(self, column: str) -> Iterator[tuple[list[str], pa.Array]]:
+        """``(keys, values of column)`` one row group at a time (for a column too big to keep)."""
+        for fi, f in enumerate(self.files):
+            pf = self._file(fi)
+            for g in range(pf.num_row_groups):
+                with _storage(f, "read"):
+                    t = pf.read_row_group(g, columns=[self.key, column])
+                yield [str(k) for k in t.column(self.key).to_pylist()], t.column(column).combine_chunks()
+
+    def fetch(self, keys: Iterable[str], columns: Iterable[str]) -> dict[str, dict]:
+        """``{key: {column: value}}`` for ``keys`` (each must be in the index)."""
+        columns = list(columns)
+        groups: dict[tuple[int, int], list[str]] = {}
+        for k in dict.fromkeys(keys):
+            fi, g, _ = self.where[k]
+            groups.setdefault((fi, g), []).append(k)
+        out: dict[str, dict] = {}
+        for (fi, g), ks in sorted(groups.items()):
+            with _storage(self.files[fi], "read"):
+                t = self._file(fi).read_row_group(g, columns=columns)
+            for k in ks:
+                r = self.where[k][2]
+                out[k] = {c: t.column(c)[r].as_py() for c in columns}
+            del t
+        return out
 
 
 # ---------------------------------------------------------------- labelled folders

@@ -157,11 +157,12 @@ class CompositeConfig:
 # Keys of the config that change the samples: a re-run into the same ``out`` must match them.
 SAMPLE_KEYS = ("cutouts", "backgrounds", "scene_backgrounds", "scene_share", "seed", "size", "samples_per_cutout",
                "shard_size", "categories", "limit_cutouts", "image_format", "jpeg_quality", "distractor_cutouts",
-               "val_fraction", "composite", "rooms_per_shard", "rooms")
+               "val_fraction", "composite", "rooms_per_shard", "rooms", "distractors_per_shard",
+               "backgrounds_per_shard")
 
 
 # ``rooms.*`` keys that only place or size the diffusion actors (or belong to `segsynth rooms`)
-ROOMS_RESOURCE_KEYS = ("out", "count", "workers", "num_gpus", "num_cpus", "device", "write_jpegs")
+ROOMS_RESOURCE_KEYS = ("out", "count", "part_size", "workers", "num_gpus", "num_cpus", "device", "write_jpegs")
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,10 @@ class SynthConfig:
     shard_size: int = 64                          # samples per parquet shard (and per task)
     categories: Optional[list[str]] = None        # main products' categories; None: all
     distractor_cutouts: Optional[str] = None      # where distractors come from; None: the same manifest
+    # What a worker holds per shard, whatever the catalog's size: this many distractors and this
+    # many room (and scene) photos, drawn for each shard from (seed, shard); all when fewer.
+    distractors_per_shard: int = 64
+    backgrounds_per_shard: int = 16
     limit_cutouts: Optional[int] = None
     image_format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = 92
@@ -218,7 +223,7 @@ class SynthConfig:
     def check_inputs(self) -> None:
         if self.size < 32:
             raise ConfigError(f"size: {self.size} px is too small; use at least 32")
-        for key in ("samples_per_cutout", "shard_size"):
+        for key in ("samples_per_cutout", "shard_size", "distractors_per_shard", "backgrounds_per_shard"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be at least 1, got {getattr(self, key)}")
         pool = [self.workers] if isinstance(self.workers, int) else list(self.workers)

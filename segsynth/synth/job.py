@@ -5,9 +5,13 @@ rows in a fixed order. Ray Data maps one :class:`ShardWriter` actor pool (``work
 over the shards; each call composites one shard and writes ``OUT/shards/shard-XXXXX.parquet``
 atomically. So:
 
-- a sample is a pure function of ``(seed, cutout_id, k)`` and the inputs, whatever the number
-  of workers or their order;
-- memory is bounded by ``workers x shard_size`` samples, however many samples there are;
+- a sample is a pure function of ``(seed, cutout_id, k)``, the inputs and the shard plan,
+  whatever the number of workers or their order;
+- memory is bounded by ``workers x`` one shard's inputs and samples, however many samples and
+  however large the catalog: an actor indexes the inputs (ids, no pixels) and reads per shard
+  its products, ``distractors_per_shard`` distractors and ``backgrounds_per_shard`` photos
+  (drawn from ``(seed, shard)``, kept near output size); the summary's ``peak_worker_rss_mb``
+  is the largest actor's peak;
 - a re-run skips the shards already written (and refuses an ``out`` made with another config);
 - a corrupt cutout or background is skipped, counted and named; the job goes on.
 

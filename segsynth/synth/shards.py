@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import lru_cache
-from typing import Iterable
+import math
+import posixpath
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from segsynth import io
-from segsynth.config import ConfigError, dump_config
+from segsynth.config import check_resume_config
 from segsynth.rooms.config import RoomsConfig
-from segsynth.split import is_validation
+from segsynth.rng import rng_for
+from segsynth.split import is_validation, used_as_scene
 from segsynth.synth.config import SAMPLE_KEYS, ROOMS_RESOURCE_KEYS, SynthConfig
 from segsynth.synth.engine import make_sample
-from segsynth.synth.library import CONTEXT_MASK, Background, Cutout, decode_cutout, load_backgrounds, load_cutouts, split_scenes
+from segsynth.synth.library import Background, BackgroundStore, Cutout, CutoutStore
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,11 @@ def manifest_path(cutouts: str) -> str:
     return cutouts if cutouts.endswith(".parquet") else io.join(cutouts, "manifest.parquet")
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.parquet"
+EMPTY = ".empty"  # the marker of a shard with no samples (all its products corrupt)
+
+
+def shard_name(index: int, suffix: str = ".parquet") -> str:
+    return f"shard-{index:05d}{suffix}"
 
 
 def sample_filename(sample_id: str) -> str:
@@ -78,12 +84,41 @@ def distractor_categories(present: Iterable[str], wanted: list[str]) -> list[str
     return sorted({c for c in present if any(n in str(c).lower() for n in needles)})
 
 
+@dataclass
+class ShardInputs:
+    """What one shard composites with: its products, a sample of the distractor pool (all of it
+    for a validation product's samples, ``train_distractors`` for a training product's) and of
+    the room and scene photos, and what was skipped as corrupt (``[(id, reason)]``)."""
+
+    cutouts: dict[str, Cutout]
+    corrupt: list[str]
+    distractors: list[Cutout]
+    train_distractors: list[Cutout]
+    backgrounds: list[Background]
+    scenes: list[Background]
+    skipped_distractors: list[str]
+    skipped_backgrounds: list[str]
+
+
+def sample_ids(ids: Sequence[str], n: int, *key) -> list[str]:
+    """``n`` of the sorted ``ids`` drawn without replacement from ``rng_for(*key)`` (all of them
+    when there are no more than ``n``), in sorted order."""
+    if len(ids) <= n:
+        return list(ids)
+    picked = rng_for(*key).choice(len(ids), n, replace=False)
+    return [ids[i] for i in sorted(picked)]
+
+
 class ShardWriter:
     """Composites and writes whole shards; a Ray Data ``map_batches`` callable class.
 
-    ``__init__`` loads the cutout manifest's bytes, the distractor pools and the backgrounds
-    once per actor; ``__call__`` takes a batch of shard rows and returns one summary row per
-    shard. It works the same outside Ray (the plain-loop baseline calls it directly).
+    ``__init__`` indexes the inputs (cutout ids and categories, distractor ids, room photo ids:
+    no pixels); ``__call__`` takes a batch of shard rows, and for each shard reads what it needs
+    (:meth:`shard_inputs`: its products, ``distractors_per_shard`` distractors and
+    ``backgrounds_per_shard`` room and scene photos, sampled from ``(seed, shard)`` and photos kept
+    near output size), composites it and returns one summary row per shard. So a worker's memory
+    does not grow with the catalog. It works the same outside Ray (the plain-loop baseline calls
+    it directly).
 
     Two distractor pools: all of them for a validation product's samples, and without the
     validation products (``is_validation(cutout_id, val_fraction)``) for a training product's,
@@ -92,58 +127,73 @@ class ShardWriter:
 
     def __init__(self, cfg: SynthConfig):
         self.cfg = cfg
-        table = io.read_parquet(manifest_path(cfg.cutouts))
-        self._rgba = dict(zip(table.column("cutout_id").to_pylist(), table.column("rgba").to_pylist()))
-        self._mask = (dict(zip(table.column("cutout_id").to_pylist(), table.column(CONTEXT_MASK).to_pylist()))
-                      if CONTEXT_MASK in table.column_names else {})
-        self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
-        del table
+        self.products = CutoutStore(cfg.cutouts)
         pool = manifest_path(cfg.distractor_cutouts or cfg.cutouts)
-        present = (self._category.values() if pool == manifest_path(cfg.cutouts)  # read once, not again
-                   else io.read_parquet(pool, columns=["category"]).column("category").to_pylist())
-        categories = distractor_categories(present, cfg.composite.distractor_categories)
-        self.distractors, skipped = load_cutouts(pool, categories)
-        self.distractors = [d for d in self.distractors if d.mask is None]  # a context patch is no distractor
-        self.train_distractors = [d for d in self.distractors if not is_validation(d.cutout_id, cfg.val_fraction)]
-        self.skipped_distractors = [name for name, _ in skipped]
-        self.backgrounds, bg_skipped = load_backgrounds(cfg.backgrounds) if cfg.backgrounds else ([], [])
-        self.skipped_backgrounds = [name for name, _ in bg_skipped]
-        self.scenes: list[Background] = []
+        self.pool = self.products if pool == manifest_path(cfg.cutouts) else CutoutStore(pool)
+        categories = distractor_categories(set(self.pool.category.values()), cfg.composite.distractor_categories)
+        # a context patch is no distractor
+        self.distractor_ids = [c for c in self.pool.ids(categories) if c not in self.pool.context]
+        self.rooms = BackgroundStore(cfg.backgrounds) if cfg.backgrounds else None
+        self.skipped_backgrounds = [name for name, _ in self.rooms.skipped] if self.rooms else []
+        self.scenes: BackgroundStore | None = None
+        self.scene_ids: list[str] = []
         if cfg.scene_backgrounds:
-            scenes, scene_skipped = load_backgrounds(cfg.scene_backgrounds)
-            self.skipped_backgrounds += [name for name, _ in scene_skipped]
-            self.scenes, unseen = split_scenes(scenes, cfg.scene_share)
-            if scenes and not self.scenes:
-                raise ValueError(f"scene_share={cfg.scene_share} keeps none of the {len(scenes)} photos in "
+            self.scenes = BackgroundStore(cfg.scene_backgrounds)
+            self.skipped_backgrounds += [name for name, _ in self.scenes.skipped]
+            self.scene_ids = [b for b in self.scenes.ids if used_as_scene(b, cfg.scene_share)]
+            if self.scenes.ids and not self.scene_ids:
+                raise ValueError(f"scene_share={cfg.scene_share} keeps none of the {len(self.scenes)} photos in "
                                  f"{cfg.scene_backgrounds}; raise scene_share or drop scene_backgrounds")
             log.info("scene backgrounds: %d used, %d held out for active learning (scene_share=%s)",
-                     len(self.scenes), len(unseen), cfg.scene_share)
-        self._cutout = lru_cache(maxsize=64)(self._decode_cutout)
+                     len(self.scene_ids), len(self.scenes) - len(self.scene_ids), cfg.scene_share)
 
-    def _decode_cutout(self, cutout_id: str) -> Cutout:
-        return decode_cutout(cutout_id, self._category[cutout_id], self._rgba[cutout_id], self._mask.get(cutout_id))
+    def shard_inputs(self, shard: int, cutout_ids: Sequence[str]) -> ShardInputs:
+        """Read and decode what shard ``shard`` needs; nothing else stays in memory."""
+        cfg = self.cfg
+        cutouts, corrupt = self.products.load(sorted(set(cutout_ids)), skip_empty=False)
+        for cid, reason in corrupt:
+            log.warning("skipping corrupt cutout: %s", reason)
+        picked = sample_ids(self.distractor_ids, cfg.distractors_per_shard, cfg.seed, "distractors", shard)
+        loaded, skipped = self.pool.load(picked)
+        distractors = [loaded[c] for c in picked if c in loaded]
+        # photos are only ever cropped to at least bg_room_zoom_min of their shorter side, then
+        # resized to `size`: more pixels than size / zoom_min on that side are never used
+        short = math.ceil(cfg.size / cfg.composite.bg_room_zoom_min)
+        backgrounds, scenes, bg_skipped = [], [], []
+        if self.rooms:
+            ids = sample_ids(self.rooms.ids, cfg.backgrounds_per_shard, cfg.seed, "backgrounds", shard)
+            backgrounds, bg_skipped = self.rooms.load(ids, max_short=short)
+        if self.scenes:
+            ids = sample_ids(self.scene_ids, cfg.backgrounds_per_shard, cfg.seed, "scenes", shard)
+            scenes, more = self.scenes.load(ids, max_short=short)
+            bg_skipped += more
+        return ShardInputs(
+            cutouts=cutouts, corrupt=[c for c, _ in corrupt], distractors=distractors,
+            train_distractors=[d for d in distractors if not is_validation(d.cutout_id, cfg.val_fraction)],
+            backgrounds=backgrounds, scenes=scenes, skipped_distractors=[c for c, _ in skipped],
+            skipped_backgrounds=self.skipped_backgrounds + [b for b, _ in bg_skipped])
 
     def _encode(self, image: np.ndarray) -> bytes:
         if self.cfg.image_format == "png":
             return io.encode_png(image)
         return io.encode_jpeg(image, self.cfg.jpeg_quality)
 
-    def make_shard(self, cutout_ids: list[str], ks: list[int], rooms: list[Background] | None = None) -> tuple[pa.Table, list[str]]:
-        """Composite one shard -> (table in the synthetic-dataset contract, corrupt cutout ids)."""
+    def make_shard(self, cutout_ids: list[str], ks: list[int], rooms: list[Background] | None = None,
+                   shard: int = 0) -> tuple[pa.Table | None, ShardInputs]:
+        """Composite shard ``shard`` -> (table in the synthetic-dataset contract, or None when
+        every product of the shard is corrupt; the shard's inputs, with what was skipped).
+        ``rooms``: rooms generated for this shard, canvases besides ``backgrounds``."""
         cfg = self.cfg
-        backgrounds = self.backgrounds if rooms is None else rooms
-        rows, corrupt = [], []
+        inputs = self.shard_inputs(shard, cutout_ids)
+        backgrounds = inputs.backgrounds if rooms is None else list(rooms) + inputs.backgrounds
+        rows = []
         for cutout_id, k in zip(cutout_ids, ks):
-            try:
-                cutout = self._cutout(cutout_id)
-            except io.ImageDecodeError as e:
-                if cutout_id not in corrupt:
-                    log.warning("skipping corrupt cutout: %s", e)
-                    corrupt.append(cutout_id)
+            cutout = inputs.cutouts.get(cutout_id)
+            if cutout is None:  # corrupt: skipped, named in the summary
                 continue
-            pool = self.distractors if is_validation(cutout_id, cfg.val_fraction) else self.train_distractors
+            pool = inputs.distractors if is_validation(cutout_id, cfg.val_fraction) else inputs.train_distractors
             sample = make_sample(cutout, int(k), seed=cfg.seed, size=cfg.size, cfg=cfg.composite,
-                                 backgrounds=backgrounds, distractors=pool, scenes=self.scenes)
+                                 backgrounds=backgrounds, distractors=pool, scenes=inputs.scenes)
             sample_id = f"{cutout_id}#{int(k)}"
             rows.append({"sample_id": sample_id, "cutout_id": cutout_id, "category": cutout.category,
                          "k": int(k), "seed": cfg.seed, "image": self._encode(sample.image),
@@ -152,51 +202,64 @@ class ShardWriter:
                 stem = sample_filename(sample_id)
                 io.write_bytes(io.join(cfg.out, "images", f"{stem}.{'png' if cfg.image_format == 'png' else 'jpg'}"), rows[-1]["image"])
                 io.write_bytes(io.join(cfg.out, "masks", f"{stem}.png"), rows[-1]["mask"])
-        return pa.Table.from_pylist(rows), corrupt
+        return (pa.Table.from_pylist(rows) if rows else None), inputs
 
     def __call__(self, batch: dict) -> dict:
-        out = {"shard": [], "samples": [], "corrupt": [], "bg_kinds": [], "skipped_inputs": []}
+        out = {"shard": [], "samples": [], "corrupt": [], "bg_kinds": [], "skipped_inputs": [], "peak_rss_mb": []}
         for i, shard in enumerate(batch["shard"]):
             rooms = None
             if "room_images" in batch:
                 rooms = [Background(bg_id=str(bid), rgb=io.decode_image(img, name=str(bid)))
-                         for bid, img in zip(batch["room_ids"][i], batch["room_images"][i])] + list(self.backgrounds)
-            table, corrupt = self.make_shard(list(batch["cutout_ids"][i]), list(batch["ks"][i]), rooms)
-            io.write_parquet(table, io.join(self.cfg.out, SHARD_DIR, shard_name(int(shard))))
-            kinds = table.column("bg_kind").to_pylist() if table.num_rows else []
+                         for bid, img in zip(batch["room_ids"][i], batch["room_images"][i])]
+            table, inputs = self.make_shard(list(batch["cutout_ids"][i]), list(batch["ks"][i]), rooms, int(shard))
+            write_shard(self.cfg.out, int(shard), table, inputs.corrupt)
+            kinds = table.column("bg_kind").to_pylist() if table is not None else []
             out["shard"].append(int(shard))
-            out["samples"].append(table.num_rows)
-            out["corrupt"].append(json.dumps(corrupt))
+            out["samples"].append(table.num_rows if table is not None else 0)
+            out["corrupt"].append(json.dumps(inputs.corrupt))
             out["bg_kinds"].append(json.dumps({k: kinds.count(k) for k in sorted(set(kinds))}))
-            out["skipped_inputs"].append(json.dumps({"backgrounds": self.skipped_backgrounds,
-                                                     "distractors": self.skipped_distractors}))
+            out["skipped_inputs"].append(json.dumps({"backgrounds": inputs.skipped_backgrounds,
+                                                     "distractors": inputs.skipped_distractors}))
+            out["peak_rss_mb"].append(peak_rss_mb())
         return {k: np.asarray(v) for k, v in out.items()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux's ``ru_maxrss`` is in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def write_shard(out: str, shard: int, table: pa.Table | None, corrupt: list[str]) -> None:
+    """``OUT/shards/shard-XXXXX.parquet``, or for a shard whose products are all corrupt
+    ``shard-XXXXX.empty`` (the ids, JSON): done, but no parquet file without columns for
+    readers of the folder to trip on."""
+    if table is None:
+        io.write_bytes(io.join(out, SHARD_DIR, shard_name(shard, EMPTY)), json.dumps({"corrupt": corrupt}).encode())
+    else:
+        io.write_parquet(table, io.join(out, SHARD_DIR, shard_name(shard)))
+
+
+def sample_settings(resolved: dict) -> dict:
+    """The part of a resolved synth config (as YAML reads it) that changes the samples."""
+    settings = {k: resolved.get(k) for k in SAMPLE_KEYS}
+    rooms = settings.pop("rooms") or {}
+    if settings.get("rooms_per_shard"):  # the rooms section matters only when rooms are generated
+        settings["rooms"] = {k: v for k, v in rooms.items() if k not in ROOMS_RESOURCE_KEYS}
+    return settings
 
 
 def check_existing_config(cfg: SynthConfig) -> None:
     """Refuse to resume into ``out`` when the samples there were made with other settings."""
-    import yaml
-
-    path = io.join(cfg.out, "config.yaml")
-    if not io.exists(path):
-        return
-    def sample_settings(resolved: dict) -> dict:
-        settings = {k: resolved.get(k) for k in SAMPLE_KEYS}
-        rooms = settings.pop("rooms") or {}
-        if settings.get("rooms_per_shard"):  # the rooms section matters only when rooms are generated
-            settings["rooms"] = {k: v for k, v in rooms.items() if k not in ROOMS_RESOURCE_KEYS}
-        return settings
-
-    old = sample_settings(yaml.safe_load(io.read_bytes(path)) or {})
-    new = sample_settings(yaml.safe_load(dump_config(cfg)))
-    changed = [k for k in new if old.get(k) != new[k]]
-    if changed:
-        raise ConfigError(f"{cfg.out} already holds samples made with a different {', '.join(changed)}; "
-                          f"use a new out=FOLDER or delete {cfg.out} to start over")
+    check_resume_config(cfg, cfg.out, sample_settings, holds="samples")
 
 
 def pending_shards(cfg: SynthConfig, shards: list[dict]) -> list[dict]:
-    return [s for s in shards if not io.exists(io.join(cfg.out, SHARD_DIR, shard_name(s["shard"])))]
+    """The shards not written yet (neither their parquet file nor their empty marker exists)."""
+    folder = io.join(cfg.out, SHARD_DIR)
+    done = {posixpath.basename(f) for f in io.list_files(folder, [".parquet", EMPTY])} if io.exists(folder) else set()
+    return [s for s in shards if not {shard_name(s["shard"]), shard_name(s["shard"], EMPTY)} & done]
 
 
 class ShardRooms:
@@ -258,6 +321,8 @@ def summarize(cfg: SynthConfig, shards: list[dict], results: list[dict], seconds
         "corrupt_cutouts": corrupt,
         "skipped_backgrounds": skipped_bg,
         "skipped_distractors": skipped_distractors,
+        # the most any one worker process held at once (each row: its worker's peak so far)
+        "peak_worker_rss_mb": max((float(r["peak_rss_mb"]) for r in results), default=None),
     }
 
 

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ["synth_throughput", "rooms", "train_overhead", "serve_load", "cpu_recipe", "recipe_ablation", "evaluation",
-           "review", "active", "refine"]
+           "review", "active", "refine", "scale_out"]
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -295,6 +295,21 @@ def refine_results() -> dict:
             "megapixels": 23.4, "interval": 0.95, "table": table, "default_min_px": 640}
 
 
+def scale_out_results() -> dict:
+    def case(nodes, workers, samples, wall, per_node, peak):
+        return {"nodes": nodes, "workers": workers, "samples": samples, "shards": 12, "wall_s": wall,
+                "samples_per_s": round(samples / wall, 2), "samples_per_node": per_node, "peak_worker_rss_mb": peak,
+                "driver_peak_rss_mb": 301.7}
+
+    cases = {"one_node": case([2], 2, 384, 41.3, [384], 612.4), "two_nodes": case([1, 1], 2, 384, 44.9, [196, 188], 598.1),
+             "one_worker": case([2], 1, 384, 70.6, [384], 587.9)}
+    memory = {"1x": {**case([2], 2, 256, 30.2, [256], 640.3), "manifest_mb": 147.6, "cutouts": 1324},
+              "10x": {**case([2], 2, 256, 33.4, [256], 655.8), "manifest_mb": 1476.1, "cutouts": 13240}}
+    return {"argv": "--write", "date": "2026-12-02", "cores": 2, "load_avg": [1.9, 2.7], "config": "configs/cpu/synth.yaml",
+            "cutouts": "outputs/cpu/cutouts", "size": 320, "shard_size": 32, "cases": cases, "memory": memory,
+            "memory_target": 1.1, "nodes_ratio": 0.92, "workers_ratio": 1.71, "memory_ratio": 1.024}
+
+
 CASES = [
     ("synth_throughput", synth_results(), frozenset()),
     ("rooms", rooms_results(gpu=False), frozenset({"batch_sizes"})),
@@ -309,6 +324,7 @@ CASES = [
     ("active", active_results(), frozenset()),
     ("active", active_results(delta_lo=0.004), frozenset()),
     ("refine", refine_results(), frozenset()),
+    ("scale_out", scale_out_results(), frozenset()),
 ]
 
 

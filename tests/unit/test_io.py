@@ -58,3 +58,21 @@ def test_labelled_folder(tmp_path):
     items = io.labelled_folder(str(tmp_path))
     assert [i["stem"] for i in items] == ["0001", "0002"]
     assert [i["category"] for i in items] == ["chair", "unknown"]
+
+
+def test_parquet_index_reads_only_the_row_groups_it_needs(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    rows = [{"key": f"k{i:02d}", "kind": "even" if i % 2 == 0 else "odd", "blob": bytes([i]) * 1000} for i in range(20)]
+    rows.append({"key": "k03", "kind": "again", "blob": b"x"})  # a repeated key keeps its first row
+    path = str(tmp_path / "rows.parquet")
+    io.write_parquet(rows, path, row_group_size=4)
+    index = io.ParquetIndex([path], "key", keep=["kind"])
+    assert len(index) == 20 and index.values["k03"] == {"kind": "odd"} and index.duplicates == [("k03", path)]
+    reads = []
+    real = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, g, columns=None, **kw: reads.append((g, tuple(columns))) or real(self, g, columns=columns, **kw))
+    got = index.fetch(["k05", "k04", "k17"], ["blob"])
+    assert {k: v["blob"] for k, v in got.items()} == {k: bytes([int(k[1:])]) * 1000 for k in ("k04", "k05", "k17")}
+    assert reads == [(1, ("blob",)), (4, ("blob",))]  # two groups of four rows read, not five

@@ -64,6 +64,11 @@ def test_load_backgrounds_from_folder_and_parquet(tmp_path):
     assert "broken" in reasons and "not a readable image" in reasons["broken"]
     assert "duplicate bg_id" in reasons["z"]  # the parquet's "z" after the folder's "z"
 
+    # a `segsynth rooms` folder: its backgrounds.parquet alone, not the parts it was combined from
+    io.write_parquet([{"bg_id": "blank-002", "image": io.encode_jpeg(big[:, :50] * 0)}],
+                     tmp_path / "lib" / "parts" / "part-00000.parquet")
+    assert [b.bg_id for b in load_backgrounds([str(tmp_path / "lib")])[0]] == ["gen-001", "z"]
+
 
 def test_load_backgrounds_empty_folder_says_what_to_pass(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no images"):

@@ -48,10 +48,11 @@ def test_training_samples_never_show_validation_products(inputs):
     held_out = {product_key(c) for c in ids if is_validation(c, val_fraction)}
     assert held_out and len(held_out) < len({product_key(c) for c in ids})  # both sides have products
     writer = ShardWriter(_cfg(root, val_fraction=val_fraction))
-    assert len(writer.train_distractors) < len(writer.distractors)
+    inputs = writer.shard_inputs(0, ids)
+    assert len(inputs.train_distractors) < len(inputs.distractors)
     ks = [k for _ in ids for k in range(4)]
-    table, corrupt = writer.make_shard([c for c in ids for _ in range(4)], ks)
-    assert not corrupt
+    table, inputs = writer.make_shard([c for c in ids for _ in range(4)], ks)
+    assert not inputs.corrupt
     seen_in_train, seen_in_val = set(), set()
     for row in table.to_pylist():
         keys = set(row["distractor_ids"].split("|")) - {""}
@@ -65,7 +66,8 @@ def test_training_samples_never_show_validation_products(inputs):
 
     # with val_fraction=0 every product furnishes every sample, held-out ones included
     everything = ShardWriter(_cfg(root, val_fraction=0.0))
-    assert len(everything.train_distractors) == len(everything.distractors)
+    inputs = everything.shard_inputs(0, ids)
+    assert len(inputs.train_distractors) == len(inputs.distractors)
     table, _ = everything.make_shard([c for c in ids for _ in range(4)], ks)
     assert held_out & {k for r in table.column("distractor_ids").to_pylist() for k in r.split("|")}
 
@@ -88,7 +90,7 @@ def test_scene_photos_come_from_the_share_only(inputs):
     root, ids = inputs
     writer = ShardWriter(_cfg(root, scene_backgrounds=[str(root / "scenes")], scene_share=0.5))
     every = {f"scenes{i:02d}" for i in range(12)}
-    used = {b.bg_id for b in writer.scenes}
+    used = set(writer.scene_ids)
     assert used and used < every and used == {b for b in every if in_share(b, 0.5, salt="scenes")}
     table, _ = writer.make_shard(ids[:6] * 4, [k for k in range(4) for _ in range(6)])
     bg_ids = set(table.column("bg_id").to_pylist())
@@ -119,3 +121,48 @@ def test_resume_refuses_other_split_settings(tmp_path, change):
     check_existing_config(dataclasses.replace(cfg, workers=7))  # a pool size changes no sample
     with pytest.raises(ConfigError, match=next(iter(change))):
         check_existing_config(dataclasses.replace(cfg, **change))
+
+
+def test_a_shard_holds_only_its_inputs_however_large_the_catalog(inputs):
+    """Memory bounded by design: a shard reads its own products, ``distractors_per_shard``
+    distractors and ``backgrounds_per_shard`` photos (kept near output size), drawn from
+    ``(seed, shard)``: the same draw on every worker, another one for another shard."""
+    root, ids = inputs
+    cfg = _cfg(root, scene_backgrounds=[str(root / "scenes")], distractors_per_shard=5, backgrounds_per_shard=3,
+               size=40, composite=CompositeConfig(bg_weights={"scene": 1.0}, bg_room_zoom_min=0.5))
+    writer = ShardWriter(cfg)
+    assert len(writer.distractor_ids) == len(ids) and len(writer.scene_ids) == 12  # indexed, not loaded
+    first = writer.shard_inputs(0, ids[:3])
+    assert sorted(first.cutouts) == sorted(ids[:3])
+    assert len(first.distractors) == 5 and len(first.scenes) == 3 and len(first.backgrounds) == 2
+    assert all(min(b.rgb.shape[:2]) <= 80 for b in first.scenes + first.backgrounds)  # 40 px / zoom 0.5
+    again = ShardWriter(cfg).shard_inputs(0, ids[3:6])
+    assert [d.cutout_id for d in again.distractors] == [d.cutout_id for d in first.distractors]
+    assert [b.bg_id for b in again.scenes] == [b.bg_id for b in first.scenes]
+    other = [writer.shard_inputs(s, ids[:1]) for s in range(1, 6)]
+    assert any([d.cutout_id for d in o.distractors] != [d.cutout_id for d in first.distractors] for o in other)
+    table, inputs_ = writer.make_shard(ids[:3] * 2, [0, 0, 0, 1, 1, 1], shard=0)
+    used = {k for r in table.column("distractor_ids").to_pylist() for k in r.split("|")} - {""}
+    assert used and used <= {product_key(d.cutout_id) for d in first.distractors}  # listed by product
+    assert set(table.column("bg_id").to_pylist()) <= {b.bg_id for b in first.scenes}
+
+
+def test_a_shard_of_corrupt_cutouts_is_done_without_a_columnless_file(tmp_path, ellipse_rgba):
+    from segsynth.synth.shards import SHARD_DIR, pending_shards, plan_shards, write_contact_sheet
+
+    good = io.encode_png(ellipse_rgba(20, 16, (200, 40, 40)))
+    rows = [{"cutout_id": cid, "category": "chair", "rgba": data}
+            for cid, data in (("a/bad", b"not a png"), ("b/good", good))]
+    io.write_parquet(rows, str(tmp_path / "cutouts" / "manifest.parquet"))
+    cfg = SynthConfig(cutouts=str(tmp_path / "cutouts"), out=str(tmp_path / "out"), size=40, samples_per_cutout=2,
+                      shard_size=2, contact_sheet=4)
+    shards = plan_shards(cfg)
+    assert [s["cutout_ids"] for s in shards] == [["a/bad", "a/bad"], ["b/good", "b/good"]]
+    writer = ShardWriter(cfg)
+    out = writer({"shard": [0, 1], "cutout_ids": [s["cutout_ids"] for s in shards], "ks": [s["ks"] for s in shards]})
+    assert list(out["samples"]) == [0, 2] and "a/bad" in out["corrupt"][0]
+    files = sorted(p.name for p in (tmp_path / "out" / SHARD_DIR).iterdir())
+    assert files == ["shard-00000.empty", "shard-00001.parquet"]
+    assert pending_shards(cfg, shards) == []  # the corrupt shard is done: a rerun does not retry it
+    assert io.read_parquet(str(tmp_path / "out" / SHARD_DIR)).num_rows == 2  # the folder reads as one table
+    assert write_contact_sheet(cfg)
