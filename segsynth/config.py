@@ -199,8 +199,49 @@ def parse_overrides(items: typing.Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+@dataclasses.dataclass(frozen=True)
+class StorageConfig:
+    """Where ``s3://`` paths live, for any stage: a ``storage:`` section in its YAML (or
+    ``storage.endpoint_url=...`` on the command line). Each key sets the standard AWS variable
+    that pyarrow's S3 filesystem reads, for this process and the Ray workers it starts; a key
+    left out keeps the variable as the environment has it. Keys never go in a YAML file: they
+    stay in a credentials file (a mounted secret) named here, or in the environment. The section
+    is not written into the resolved ``config.yaml`` beside outputs."""
+
+    endpoint_url: typing.Optional[str] = None      # an S3-compatible store (MinIO, Ceph, R2...): AWS_ENDPOINT_URL
+    region: typing.Optional[str] = None            # AWS_REGION
+    profile: typing.Optional[str] = None           # AWS_PROFILE: a profile of the credentials file
+    credentials_file: typing.Optional[str] = None  # AWS_SHARED_CREDENTIALS_FILE (the same path on every node)
+
+    ENV = {"endpoint_url": "AWS_ENDPOINT_URL", "region": "AWS_REGION", "profile": "AWS_PROFILE",
+           "credentials_file": "AWS_SHARED_CREDENTIALS_FILE"}
+
+    def check_inputs(self) -> None:
+        if self.credentials_file and not Path(self.credentials_file).expanduser().is_file():
+            raise ConfigError(f"storage.credentials_file: {self.credentials_file} does not exist; give the path of an "
+                              "AWS credentials file ([profile] with aws_access_key_id and aws_secret_access_key)")
+        if self.endpoint_url and "://" not in self.endpoint_url:
+            raise ConfigError(f"storage.endpoint_url: {self.endpoint_url!r} is not a URL; e.g. http://minio:9000")
+
+    def apply(self) -> dict[str, str]:
+        """Set the AWS variables of the keys given (the Ray workers get them through
+        ``segsynth.ray_env.FORWARDED_ENV``); returns what was set."""
+        import os
+
+        env = {var: str(Path(v).expanduser()) if key == "credentials_file" else str(v)
+               for key, var in self.ENV.items() if (v := getattr(self, key))}
+        os.environ.update(env)
+        return env
+
+
+STORAGE = "storage"  # the section every stage's YAML may hold besides its own keys
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> T:
-    """Build ``cls`` from the YAML file ``path`` (optional) and dotted ``key=value`` overrides."""
+    """Build ``cls`` from the YAML file ``path`` (optional) and dotted ``key=value`` overrides.
+
+    A ``storage:`` section (:class:`StorageConfig`) is taken out and applied to the environment
+    before ``cls`` is built, unless ``cls`` has a ``storage`` key of its own."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -216,8 +257,22 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
         data = loaded
+    own_storage = STORAGE in {f.name for f in dataclasses.fields(cls)}
+    storage = {} if own_storage else data.pop(STORAGE, None) or {}
+    if not isinstance(storage, dict):
+        raise ConfigError(f"{STORAGE}: a section of keys ({', '.join(StorageConfig.ENV)}), got {storage!r}")
     for key, raw in parse_overrides(overrides):
-        _set_dotted(data, cls, key, raw)
+        if not own_storage and key.split(".", 1)[0] == STORAGE:
+            storage[key.split(".", 1)[-1]] = parse_value(raw, key)
+        else:
+            _set_dotted(data, cls, key, raw)
+    unknown = [k for k in storage if k not in StorageConfig.ENV]
+    if unknown:
+        raise ConfigError(f"unknown config key {STORAGE}.{unknown[0]}; valid keys: "
+                          + ", ".join(f"{STORAGE}.{k}" for k in StorageConfig.ENV)
+                          + " (access keys go in the file storage.credentials_file names, or in the environment)")
+    if storage:
+        _build(StorageConfig, storage, prefix=f"{STORAGE}.").apply()
     return _build(cls, data)
 
 
@@ -232,3 +287,23 @@ def save_config(cfg: Any, out: str, name: str = CONFIG_FILENAME) -> str:
     uri = io.join(out, name)
     io.write_bytes(uri, dump_config(cfg).encode())
     return uri
+
+
+def check_resume_config(cfg: Any, out: str, settings: typing.Callable[[dict], dict], holds: str = "outputs") -> None:
+    """Refuse to resume into ``out`` when its ``config.yaml`` was resolved with other output settings.
+
+    ``settings`` takes a resolved config as plain data (as YAML reads it) and returns the part
+    that changes the output (no pool sizes, no ``out``); a key whose value differs is a
+    :class:`ConfigError` naming it and the fix. No ``config.yaml`` in ``out``: nothing to compare.
+    """
+    from segsynth import io
+
+    path = io.join(out, CONFIG_FILENAME)
+    if not io.exists(path):
+        return
+    old = settings(yaml.safe_load(io.read_bytes(path)) or {})
+    new = settings(yaml.safe_load(dump_config(cfg)))  # both sides as YAML reads them
+    changed = [k for k in new if old.get(k) != new[k]]
+    if changed:
+        raise ConfigError(f"{out} already holds {holds} made with a different {', '.join(changed)}; "
+                          f"use a new out=FOLDER or delete {out} to start over")

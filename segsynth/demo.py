@@ -47,7 +47,8 @@ EXTRA_STEPS = {"export": ("segsynth.train.export", "ExportConfig", "segsynth.tra
 # steps with no output a later step reads: they always run and make no later step run again
 SERVICES = ("serve",)
 # what a stage reuses from its own `out` when it runs again (a step re-run after an earlier one)
-REUSED_INSIDE = {"synth": "the shards already written", "train": "its latest checkpoint under OUT/NAME"}
+REUSED_INSIDE = {"cutouts": "the parts already written (OUT/parts)", "synth": "the shards already written",
+                 "train": "its latest checkpoint under OUT/NAME"}
 SUMMARY = "summary.json"
 
 

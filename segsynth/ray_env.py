@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -42,9 +43,10 @@ SERVE_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARA
 # What every Ray worker needs to see as the driver does: the hub switch, the shared data, and where
 # the object store is (s3:// paths: the standard AWS variables pyarrow reads). Credentials are not
 # forwarded: a job's runtime_env is shown on the dashboard; a local Ray's workers inherit them, and
-# a cluster's nodes have their own (instance role, IRSA, or the variables in their environment).
+# a cluster's nodes have their own (instance role, IRSA, the variables in their environment, or the
+# credentials file a config's `storage.credentials_file` names: its path and profile are forwarded).
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "SEGSYNTH_DATA", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
-                 "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")
+                 "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE")
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
@@ -60,7 +62,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
     # --verbose; otherwise it stays in Ray's session logs, copied to <out>/logs/ray by the stage
     kwargs.setdefault("log_to_driver", console.verbose())
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    # a submitted job's workers already get its runtime env's variables, and Ray refuses to merge a
+    # ray.init runtime env that sets any of them again ("Failed to merge the Job's runtime env")
+    job_env = _submitted_job_env_vars()
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ and k not in job_env}
     runtime_env = {"env_vars": env_vars} if env_vars else None
     if address:
         log.info("joining the Ray cluster at %s", address)
@@ -82,6 +87,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
                 ray.shutdown()
     _quiet(ray, local=not address)
     return ray
+
+
+def _submitted_job_env_vars() -> dict[str, str]:
+    """The ``env_vars`` of the runtime env this driver runs in when it is a submitted job
+    (``ray job submit --runtime-env...``; Ray's job supervisor passes them in an env variable), else {}."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
 
 
 def _quiet(ray, local: bool) -> None:

@@ -48,6 +48,9 @@ class CutoutsConfig:
     min_quality: float = 0.3  # cutouts scoring below are rejected (see segsynth.cutouts.mask_quality)
     workers: int = 2  # extraction actors
     batch_size: int = 8  # items per actor call
+    # items per part file (OUT/parts): a failed or cancelled run, run again, redoes only the parts
+    # not written; the driver holds one part's PNGs before writing it (64 x ~100 KB for the kit's photos)
+    part_size: int = 64
     seed: int = 0  # for the `limit` subsets
     write_png: bool = False  # also OUT/png/<cutout_id>.png previews
     png_compression: int = 3  # 0-9; cutout PNGs are written once and read many times
@@ -56,8 +59,9 @@ class CutoutsConfig:
         if not self.sources:
             raise ConfigError("cutouts: no sources; add e.g. sources: [{kind: catalog, path: demo_kit/catalog, "
                               "categories_csv: demo_kit/catalog/products.csv}]")
-        if self.workers < 1 or self.batch_size < 1:
-            raise ConfigError(f"cutouts: workers and batch_size must be >= 1, got {self.workers}, {self.batch_size}")
+        if self.workers < 1 or self.batch_size < 1 or self.part_size < 1:
+            raise ConfigError(f"cutouts: workers, batch_size and part_size must be >= 1, got {self.workers}, "
+                              f"{self.batch_size}, {self.part_size}")
         if not 0.0 <= self.min_quality <= 1.0:
             raise ConfigError(f"cutouts: min_quality must be in 0..1, got {self.min_quality}")
         if self.teacher.path is None and self.teacher.use_for == "all":

@@ -38,6 +38,9 @@ class RoomsConfig:
     num_cpus: float = 1.0                            # per actor
     workers: int = 1                                 # actor pool size (one pipeline per actor)
     batch_size: int = 4                              # prompts per diffusion call
+    # prompts per part file (OUT/parts): a failed or cancelled run, run again, generates only the
+    # parts not written; 64 rooms at 512 px and 30 steps are minutes of one GPU
+    part_size: int = 64
     write_jpegs: bool = False                        # also write OUT/jpg/<bg_id>.jpg
     jpeg_quality: int = 92
     blank_min_std: float = 4.0                       # gray std below this: near-uniform, dropped
@@ -52,8 +55,9 @@ class RoomsConfig:
             raise ConfigError(f"size must be a multiple of 8 and at least 64, got {self.size}; e.g. 512")
         if self.steps < 1:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
-        if self.workers < 1 or self.batch_size < 1:
-            raise ConfigError(f"workers and batch_size must be at least 1, got {self.workers} and {self.batch_size}")
+        if self.workers < 1 or self.batch_size < 1 or self.part_size < 1:
+            raise ConfigError(f"workers, batch_size and part_size must be at least 1, got {self.workers}, "
+                              f"{self.batch_size} and {self.part_size}")
         if self.num_gpus < 0 or self.num_cpus < 0:
             raise ConfigError("num_gpus and num_cpus per actor must not be negative")
         if self.device not in DEVICES:

@@ -2,11 +2,19 @@
 
 The stage is three Ray Data steps::
 
-    range(count) --prompts (CPU tasks)--> RoomGenerator actors (GPU, one pipeline each) --> gate
+    prompt indices --prompts (CPU tasks)--> RoomGenerator actors (GPU, one pipeline each) --> gate
 
-and writes ``OUT/backgrounds.parquet`` (``bg_id, image`` JPEG bytes ``, width, height, prompt,
-negative_prompt, seed, model, phash``), optional ``OUT/jpg/<bg_id>.jpg``, ``OUT/config.yaml`` and
-``OUT/summary.json`` (``dropped_blank``, ``dropped_duplicate``, throughput).
+The ``count`` prompts are split into fixed parts of ``part_size`` (prompts ``i * part_size ..``).
+As the rooms come in, the driver writes each complete part, blank rooms included, to
+``OUT/parts/part-XXXXX.parquet`` (atomically); a re-run with the same ``out`` generates only the
+parts not written (an ``out`` made with other output settings is refused). Then the parts are
+combined into ``OUT/backgrounds.parquet`` (``bg_id, image`` JPEG bytes ``, width, height, prompt,
+negative_prompt, seed, model, phash``; blank rooms dropped, near duplicates dropped over the
+whole library in index order), optional ``OUT/jpg/<bg_id>.jpg``, ``OUT/config.yaml`` and, last,
+``OUT/summary.json`` (counts over all parts: ``generated``, ``kept``, ``dropped_blank``,
+``dropped_duplicate``; ``parts``, ``parts_written``, ``parts_skipped``; this run's throughput).
+``OUT/parts`` stays, so a re-run of a finished ``out`` only combines the parts again;
+``backgrounds: [OUT]`` in ``segsynth synth`` reads ``OUT/backgrounds.parquet`` alone.
 
 Rooms generated on the fly inside ``segsynth synth`` (``rooms_per_shard``) use the same
 :class:`RoomsConfig` and :class:`segsynth.rooms.RoomGenerator`, as a GPU stage streaming into the
@@ -17,25 +25,29 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Sequence
 
 
 from segsynth import console, io
-from segsynth.config import save_config
-from segsynth.rooms.config import LIBRARY_COLUMNS, LIBRARY_FILENAME, RoomsConfig
+from segsynth.config import check_resume_config, save_config
+from segsynth.parts import plan_parts, written_parts
+from segsynth.rooms.config import LIBRARY_FILENAME, RoomsConfig
 from segsynth.rooms.generator import resolve_model
-from segsynth.rooms.library import write_library
-from segsynth.rooms.prompts import dedupe, prompt_batch
+from segsynth.rooms.library import PART_SCHEMA, combine_parts, output_settings, write_room_part
+from segsynth.rooms.prompts import prompt_batch
 
 log = logging.getLogger(__name__)
 
 
-def prompt_dataset(cfg: RoomsConfig, start: int = 0):
-    """``cfg.count`` prompt rows (``bg_id, prompt, negative_prompt, seed, index``), built by
-    cheap CPU tasks from ``(cfg.seed, index)``; no prompt list is held on the driver."""
+def prompt_dataset(cfg: RoomsConfig, start: int = 0, indices: Sequence[int] | None = None):
+    """Prompt rows (``bg_id, prompt, negative_prompt, seed, index``), built by cheap CPU tasks
+    from ``(cfg.seed, index)``: prompts ``start .. start + cfg.count - 1``, or the prompts
+    ``indices`` (the driver holds those numbers, no prompts)."""
     import ray.data
 
-    return ray.data.range(cfg.count).map_batches(
-        prompt_batch, fn_kwargs={"prompts": cfg.prompts, "seed": cfg.seed, "start": start},
+    ids = ray.data.range(cfg.count) if indices is None else ray.data.from_items([{"id": int(i)} for i in indices])
+    return ids.map_batches(
+        prompt_batch, fn_kwargs={"prompts": cfg.prompts, "seed": cfg.seed, "start": start if indices is None else 0},
                           batch_format="numpy", num_cpus=0.25)
 
 
@@ -69,58 +81,73 @@ def room_stage(prompts, cfg: RoomsConfig):
 
 # --------------------------------------------------------------------------- the stage
 def run(cfg: RoomsConfig, address: str | None = None) -> dict:
-    """Generate ``cfg.count`` rooms and write the background library to ``cfg.out``.
+    """Generate ``cfg.count`` rooms (the parts not written yet) and write the background library
+    to ``cfg.out``.
 
-    Blank rooms are dropped as they come; near duplicates are dropped over the whole library in
-    index order (deterministic for a given seed and model). Returns the summary (also written
-    to ``OUT/summary.json``).
+    Blank rooms are dropped; near duplicates are dropped over the whole library in index order
+    (deterministic for a given seed and model), whichever run made which part. Returns the
+    summary (also written to ``OUT/summary.json``).
     """
-    from segsynth.ray_env import init_ray
-
     resolve_model(cfg.model)  # fail before Ray starts when the model cannot be found
     io.require_output(cfg.out)
-    init_ray(address)
-    t0 = time.time()
-    rows = room_stage(prompt_dataset(cfg), cfg)
-    kept: list[dict] = []
-    generated = dropped_blank = 0
-    bar = console.progress(total=cfg.count, desc="rooms", unit="rooms")
-    for batch in rows.iter_batches(batch_size=None, batch_format="numpy"):
-        bar.update(len(batch["bg_id"]))
-        for i in range(len(batch["bg_id"])):
-            generated += 1
-            if bool(batch["blank"][i]):
-                dropped_blank += 1
-                log.debug("dropped blank room %s (prompt %r)", batch["bg_id"][i], str(batch["prompt"][i])[:60])
-                continue
-            kept.append({k: batch[k][i] for k in LIBRARY_COLUMNS + ("index",)})
-    bar.close()
-    seconds = time.time() - t0
-    kept.sort(key=lambda r: int(r["index"]))
-    flags = dedupe([int(r["phash"]) for r in kept], cfg.dedupe_max_distance)
-    dropped_duplicate = flags.count(False)
-    kept = [r for r, ok in zip(kept, flags) if ok]
-    write_library(cfg, kept)
+    plan = plan_parts(cfg.count, cfg.part_size)
+    done = written_parts(cfg.out) & set(range(len(plan)))
+    if done:
+        check_resume_config(cfg, cfg.out, output_settings, holds="room parts")
     save_config(cfg, cfg.out)
+    pending = [i for i in range(len(plan)) if i not in done]
+    log.info("rooms: %d prompts in %d parts of %d (%d already written) -> %s",
+             cfg.count, len(plan), cfg.part_size, len(done), cfg.out)
+    t0 = time.time()
+    new_rooms = _generate(cfg, {i: plan[i] for i in pending}, address) if pending else 0
+    seconds = time.time() - t0
+    counts = combine_parts(cfg, len(plan))
     summary = {
         "out": cfg.out,
         "library": io.join(cfg.out, LIBRARY_FILENAME),
         "model": cfg.model,
         "requested": cfg.count,
-        "generated": generated,
-        "kept": len(kept),
-        "dropped_blank": dropped_blank,
-        "dropped_duplicate": dropped_duplicate,
+        "generated": counts.generated,
+        "kept": counts.kept,
+        "dropped_blank": counts.dropped_blank,
+        "dropped_duplicate": counts.dropped_duplicate,
+        "parts": len(plan),
+        "parts_written": len(pending),
+        "parts_skipped": len(done),
         "size": cfg.size,
         "steps": cfg.steps,
         "workers": cfg.workers,
         "num_gpus_per_worker": cfg.num_gpus,
-        "seconds": round(seconds, 2),
-        "backgrounds_per_second": round(generated / seconds, 4) if seconds > 0 else None,
+        "seconds": round(seconds, 2),  # this run's generation
+        "backgrounds_per_second": round(new_rooms / seconds, 4) if new_rooms and seconds > 0 else None,
     }
     io.write_bytes(io.join(cfg.out, "summary.json"), json.dumps(summary, indent=2).encode())
     log.debug("rooms: kept %d of %d (dropped %d blank, %d near duplicates) -> %s",
-             len(kept), generated, dropped_blank, dropped_duplicate, summary["library"])
+             counts.kept, counts.generated, counts.dropped_blank, counts.dropped_duplicate, summary["library"])
     return summary
 
 
+def _generate(cfg: RoomsConfig, parts: dict[int, range], address: str | None) -> int:
+    """Generate the prompts of ``parts`` (``{part: its prompt indices}``) on Ray; each part is
+    written to ``OUT/parts`` as soon as all its rooms are in. Returns the rooms generated."""
+    from segsynth.ray_env import init_ray
+
+    init_ray(address)
+    part_of = {i: p for p, indices in parts.items() for i in indices}
+    rows = room_stage(prompt_dataset(cfg, indices=sorted(part_of)), cfg)
+    waiting: dict[int, list[dict]] = {}  # rows of the parts not complete yet (they come in any order)
+    generated = 0
+    with console.progress(total=len(part_of), desc="rooms", unit="rooms") as bar:
+        for batch in rows.iter_batches(batch_size=None, batch_format="numpy"):
+            bar.update(len(batch["bg_id"]))
+            for i in range(len(batch["bg_id"])):
+                generated += 1
+                if bool(batch["blank"][i]):
+                    log.debug("blank room %s (prompt %r)", batch["bg_id"][i], str(batch["prompt"][i])[:60])
+                part = part_of[int(batch["index"][i])]
+                waiting.setdefault(part, []).append({k: batch[k][i] for k in PART_SCHEMA.names})
+                if len(waiting[part]) == len(parts[part]):
+                    write_room_part(cfg, part, waiting.pop(part))
+    if waiting:
+        raise RuntimeError(f"rooms: parts {sorted(waiting)} did not get all their rooms back; run again to make them")
+    return generated

@@ -130,3 +130,51 @@ def test_storage_errors_are_input_errors_and_os_errors(s3_env):
     with pytest.raises(io.StorageError) as info:
         io.write_bytes("s3://segsynth-no-such-bucket/x.json", b"{}")
     assert isinstance(info.value, io.InputError) and isinstance(info.value, OSError)
+
+
+def test_endpoint_and_credentials_from_the_config(s3_server, tmp_path):
+    """A stage config's `storage:` section: the endpoint, region and a credentials file (keys
+    never in the YAML), applied before anything touches s3://; not written beside outputs. In a
+    fresh process with none of the AWS variables set, as on a machine configured by file only."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    bucket = s3_server.make_bucket()
+    creds = tmp_path / "credentials"
+    creds.write_text("[segsynth]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    config = tmp_path / "synth.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        out: {bucket}/synth
+        storage:
+          endpoint_url: {s3_server.endpoint}
+          region: us-east-1
+          profile: segsynth
+          credentials_file: {creds}
+        """))
+    code = textwrap.dedent("""\
+        import sys
+        from segsynth import io
+        from segsynth.config import dump_config, load_config
+        from segsynth.synth.config import SynthConfig
+        cfg = load_config(SynthConfig, sys.argv[1])
+        io.write_bytes(io.join(cfg.out, "hello.txt"), b"hi")
+        assert io.read_bytes(io.join(cfg.out, "hello.txt")) == b"hi"
+        assert "storage" not in dump_config(cfg) and "testing" not in dump_config(cfg)
+        print("OK")
+        """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": str(tmp_path / "no-config")})
+    proc = subprocess.run([sys.executable, "-c", code, str(config)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "OK", proc.stderr[-3000:]
+
+
+def test_keys_in_a_config_are_refused_with_the_fix(tmp_path):
+    from segsynth.config import ConfigError, load_config
+    from segsynth.synth.config import SynthConfig
+
+    with pytest.raises(ConfigError, match="unknown config key storage.secret_access_key;.*storage.credentials_file"):
+        load_config(SynthConfig, None, ["storage.secret_access_key=abc"])
+    with pytest.raises(ConfigError, match="storage.credentials_file: .* does not exist"):
+        load_config(SynthConfig, None, [f"storage.credentials_file={tmp_path / 'nope'}"])
