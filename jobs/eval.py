@@ -1,4 +1,4 @@
-"""Evaluation as a Ray job: ``ray job submit --working-dir . -- python jobs/eval.py --config configs/eval.yaml out=s3://bucket/eval``.
+"""Evaluation as a Ray job: ``ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/eval.py --config configs/eval.yaml out=s3://bucket/eval``.
 
 Inside a submitted job RAY_ADDRESS is set, so the job joins the cluster it was submitted to;
 each model gets its own actor pool (``workers`` actors, ``gpus_per_worker`` GPUs each).

@@ -1,4 +1,4 @@
-"""The whole pipeline as one Ray job: ``ray job submit --working-dir . -- python jobs/pipeline.py
+"""The whole pipeline as one Ray job: ``ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/pipeline.py
 --config configs/pipeline.yaml [key=value ...]``.
 
 Runs ``segsynth pipeline``: cutouts -> rooms -> synth -> train -> eval -> export, skipping the
