@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -81,8 +82,10 @@ def _case(spec: dict) -> dict:
 
 def run_case(spec: dict) -> dict:
     """:func:`_case` in a fresh process (its own Ray session and temp dir)."""
-    tmp = Path(spec["out"]).parent / f"ray-{Path(spec['out']).name}"
-    (tmp / "ray").mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="so-", dir="/tmp"))  # short: Ray's socket paths must fit 107 characters
+    (tmp / "ray").mkdir()
     env = {**os.environ, "RAY_TMPDIR": str(tmp), "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0"}
     code = ("import json, sys; sys.path.insert(0, 'benchmarks'); import scale_out; "
@@ -92,6 +95,7 @@ def run_case(spec: dict) -> dict:
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"case {spec} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    shutil.rmtree(tmp, ignore_errors=True)
     result = json.loads(lines[-1][len("RESULT "):])
     print(json.dumps(result), flush=True)
     return result
@@ -121,11 +125,9 @@ def repeat_catalog(src: str, dest: Path, copies: int) -> int:
 
 
 def run(args) -> dict:
-    import shutil
-
     from segsynth.synth.shards import manifest_path
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
     load0 = os.getloadavg()[0]
     base = {"cutouts": str(Path(args.cutouts).resolve()), "per_cutout": args.per_cutout,
@@ -201,8 +203,8 @@ def section(r: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cutouts", default="outputs/cpu/cutouts", help="a cutout folder (manifest.parquet) or manifest")
-    p.add_argument("--samples", type=int, default=384, help="samples of the nodes and workers cases")
-    p.add_argument("--memory-samples", type=int, default=256, help="samples of each memory case")
+    p.add_argument("--samples", type=int, default=3072, help="samples of the nodes and workers cases")
+    p.add_argument("--memory-samples", type=int, default=512, help="samples of each memory case")
     p.add_argument("--per-cutout", type=int, default=4, help="samples per cutout")
     p.add_argument("--shard-size", type=int, default=32)
     p.add_argument("--out", default="outputs/bench/scale_out")
