@@ -92,13 +92,6 @@ def read_part(out: str, index: int, columns: list[str] | None = None) -> pa.Tabl
     return io.read_parquet(part_path(out, index), columns=columns)
 
 
-def remove_parts(out: str) -> None:
-    """Delete ``OUT/parts`` (when the combined output must be the only parquet in ``out``)."""
-    fs, p = io.resolve(io.join(out, PARTS_DIR))
-    if fs.get_file_info(p).type != pafs.FileType.NotFound:
-        fs.delete_dir(p)
-
-
 class ParquetStreamWriter:
     """One parquet file written table by table in row groups of ``row_group_rows`` rows.
 

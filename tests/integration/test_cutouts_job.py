@@ -42,6 +42,13 @@ def small_kit(repo, tmp_path):
     return {"catalog": cat, "eval": kit / "eval", "rgba": rgba_dir}
 
 
+def kit_sources(small_kit) -> str:
+    """The ``sources=`` override of the small kit: its catalog photos, two pairs, its RGBA files."""
+    return ("sources=[{kind: catalog, path: %s, categories_csv: %s}, {kind: pairs, path: %s, limit: 2},"
+            " {kind: rgba, path: %s, category: plant pot}]"
+            % (small_kit["catalog"], small_kit["catalog"] / "products.csv", small_kit["eval"], small_kit["rgba"]))
+
+
 @pytest.mark.ray
 def test_cutouts_job(ray_local, small_kit, tmp_path, caplog):
     from segsynth.cutouts.config import CutoutsConfig
@@ -50,9 +57,7 @@ def test_cutouts_job(ray_local, small_kit, tmp_path, caplog):
     out = tmp_path / "out"
     overrides = [
         f"out={out}", "workers=2", "batch_size=2", "write_png=true",
-        "sources=[{kind: catalog, path: %s, categories_csv: %s}, {kind: pairs, path: %s, limit: 2},"
-        " {kind: rgba, path: %s, category: plant pot}]"
-        % (small_kit["catalog"], small_kit["catalog"] / "products.csv", small_kit["eval"], small_kit["rgba"]),
+        kit_sources(small_kit),
     ]
     cfg = load_config(CutoutsConfig, None, overrides)
     with caplog.at_level(logging.WARNING, logger="segsynth"):
@@ -103,9 +108,7 @@ def test_cutouts_job_resumes_part_by_part(ray_local, small_kit, tmp_path):
     out = tmp_path / "out"
     overrides = [
         f"out={out}", "workers=2", "batch_size=2", "part_size=3",
-        "sources=[{kind: catalog, path: %s, categories_csv: %s}, {kind: pairs, path: %s, limit: 2},"
-        " {kind: rgba, path: %s, category: plant pot}]"
-        % (small_kit["catalog"], small_kit["catalog"] / "products.csv", small_kit["eval"], small_kit["rgba"]),
+        kit_sources(small_kit),
     ]
     cfg = load_config(CutoutsConfig, None, overrides)
     first = run(cfg)
