@@ -6,8 +6,8 @@
    (one fresh writer, as one actor: the planned shards in order, ``--per-core`` samples) against
    the floor no compositor can beat: exactly the reading, decoding and encoding that ``make_shard``
    did for those samples, nothing else (each shard's inputs: its cutouts and its sample of
-   distractors and photos, ``ShardWriter.shard_inputs``; one image encode and one mask PNG encode
-   per sample). A writer's start-up (indexing the inputs) is reported beside them. Target: within 2x.
+   distractors and photos, ``ShardWriter.shard_inputs``, which keeps them for the next shard when
+   it draws the same ones; one image encode and one mask PNG encode per sample). A writer's start-up (indexing the inputs) is reported beside them. Target: within 2x.
 2. The Ray Data job (``segsynth synth``, not counting Ray start-up) against the same shards in
    a plain loop over the same cores (a ``multiprocessing`` pool of ``--workers`` processes),
    ``--samples`` samples at 512 px (target: Ray within 15% of the plain loop at the first size).
@@ -104,6 +104,7 @@ def per_core(cfg, size: int, n: int, n_cutouts: int) -> dict:
             composite_s += time.perf_counter() - t0
             if inputs.corrupt:
                 raise RuntimeError(f"corrupt cutouts in {cfg.cutouts}: {inputs.corrupt}")
+    writer._last.clear()  # the floor starts as the writer did: without the inputs a shard kept for the next
     t0 = time.perf_counter()
     for shard, cutout_ids in read:                           # the floor: the same reads and decodes ...
         inputs = ShardWriter.shard_inputs(writer, shard, cutout_ids)
@@ -282,7 +283,8 @@ def section(r: dict) -> str:
               "as one actor, over the planned shards in the job's order) against the floor no compositor can beat: "
               "exactly the reading, decoding and encoding `make_shard` did for those samples, alone. The floor "
               "counts each shard's inputs (its cutouts, and the distractors and room photos drawn for the shard, "
-              f"read and decoded once per shard) and, per sample, one image encode ({fmt}{quality}) and one mask "
+              "read and decoded once per shard, or kept from the shard before when it drew the same ones) and, "
+              f"per sample, one image encode ({fmt}{quality}) and one mask "
               "PNG encode. A writer's start-up (indexing its inputs, no pixels) is the last column. "
               f"Target: within {t['per_core_ratio']}x of the floor.", "",
               "| size | samples | cutout decodes | composites/s | I/O floor/s | ratio to floor | writer start-up (s) |",

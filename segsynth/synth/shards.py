@@ -133,6 +133,7 @@ class ShardWriter:
         categories = distractor_categories(set(self.pool.category.values()), cfg.composite.distractor_categories)
         # a context patch is no distractor
         self.distractor_ids = [c for c in self.pool.ids(categories) if c not in self.pool.context]
+        self._last: dict[str, tuple[list[str], object]] = {}
         self.rooms = BackgroundStore(cfg.backgrounds) if cfg.backgrounds else None
         self.skipped_backgrounds = [name for name, _ in self.rooms.skipped] if self.rooms else []
         self.scenes: BackgroundStore | None = None
@@ -154,7 +155,7 @@ class ShardWriter:
         for cid, reason in corrupt:
             log.warning("skipping corrupt cutout: %s", reason)
         picked = sample_ids(self.distractor_ids, cfg.distractors_per_shard, cfg.seed, "distractors", shard)
-        loaded, skipped = self.pool.load(picked)
+        loaded, skipped = self._same_as_last("distractors", picked, self.pool.load)
         distractors = [loaded[c] for c in picked if c in loaded]
         # photos are only ever cropped to at least bg_room_zoom_min of their shorter side, then
         # resized to `size`: more pixels than size / zoom_min on that side are never used
@@ -162,16 +163,24 @@ class ShardWriter:
         backgrounds, scenes, bg_skipped = [], [], []
         if self.rooms:
             ids = sample_ids(self.rooms.ids, cfg.backgrounds_per_shard, cfg.seed, "backgrounds", shard)
-            backgrounds, bg_skipped = self.rooms.load(ids, max_short=short)
+            backgrounds, bg_skipped = self._same_as_last("rooms", ids, lambda i: self.rooms.load(i, max_short=short))
         if self.scenes:
             ids = sample_ids(self.scene_ids, cfg.backgrounds_per_shard, cfg.seed, "scenes", shard)
-            scenes, more = self.scenes.load(ids, max_short=short)
-            bg_skipped += more
+            scenes, more = self._same_as_last("scenes", ids, lambda i: self.scenes.load(i, max_short=short))
+            bg_skipped = bg_skipped + more
         return ShardInputs(
             cutouts=cutouts, corrupt=[c for c, _ in corrupt], distractors=distractors,
             train_distractors=[d for d in distractors if not is_validation(d.cutout_id, cfg.val_fraction)],
             backgrounds=backgrounds, scenes=scenes, skipped_distractors=[c for c, _ in skipped],
             skipped_backgrounds=self.skipped_backgrounds + [b for b, _ in bg_skipped])
+
+    def _same_as_last(self, what: str, ids: list[str], load):
+        """``load(ids)``, or what the previous shard loaded when it drew the same ids (a catalog
+        smaller than the per-shard counts: every shard draws all of it). One set kept per kind."""
+        last = self._last.get(what)
+        if last is None or last[0] != ids:
+            self._last[what] = last = (list(ids), load(ids))
+        return last[1]
 
     def _encode(self, image: np.ndarray) -> bytes:
         if self.cfg.image_format == "png":

@@ -166,3 +166,21 @@ def test_a_shard_of_corrupt_cutouts_is_done_without_a_columnless_file(tmp_path, 
     assert pending_shards(cfg, shards) == []  # the corrupt shard is done: a rerun does not retry it
     assert io.read_parquet(str(tmp_path / "out" / SHARD_DIR)).num_rows == 2  # the folder reads as one table
     assert write_contact_sheet(cfg)
+
+
+def test_a_shard_that_draws_the_same_inputs_reuses_them(inputs, monkeypatch):
+    """A catalog within the per-shard counts: every shard draws all of it, read once per worker."""
+    root, ids = inputs
+    writer = ShardWriter(_cfg(root, scene_backgrounds=[str(root / "scenes")]))
+    reads = []
+    real = writer.pool.load
+    monkeypatch.setattr(writer.pool, "load", lambda i, **kw: reads.append(list(i)) or real(i, **kw))
+    first, second = writer.shard_inputs(0, ids[:2]), writer.shard_inputs(1, ids[2:4])
+    pool_reads = [r for r in reads if r == writer.distractor_ids]  # the products are read from the same store
+    assert len(pool_reads) == 1 and second.distractors == first.distractors and second.scenes == first.scenes
+    small = ShardWriter(_cfg(root, distractors_per_shard=3))
+    reads.clear()
+    monkeypatch.setattr(small.pool, "load", lambda i, **kw: reads.append(list(i)) or real(i, **kw))
+    small.shard_inputs(0, ids[:1]), small.shard_inputs(1, ids[:1])
+    draws = [r for r in reads if len(r) == 3]
+    assert len(draws) == 2 and draws[0] != draws[1]  # other draws: read again, nothing else kept
