@@ -501,29 +501,62 @@ def parse_stem_ranges(spec: str) -> list[tuple[int, int]]:
     return ranges
 
 
-def select_stems(items: list[dict], spec: str | None, folder: str | Path = "") -> list[dict]:
-    """The items whose numeric stem (``0042`` -> 42) falls in ``spec`` (see :func:`parse_stem_ranges`);
-    all items when ``spec`` is None. Non-numeric stems cannot be selected this way: an error."""
-    if spec is None:
-        return items
-    ranges = parse_stem_ranges(spec)
-    bad = [it["stem"] for it in items if not it["stem"].isdigit()]
-    if bad:
-        raise ValueError(f"stems={spec!r}: {folder} has non-numeric stems (e.g. {bad[0]!r}); "
-                         "select by number only in folders of numbered files, or leave stems unset")
-    chosen = [it for it in items if any(a <= int(it["stem"]) <= b for a, b in ranges)]
-    if not chosen:
-        raise ValueError(f"stems={spec!r} selects none of the {len(items)} items of {folder}")
+def select_stems(items: list[dict], spec: str | None, folder: str | Path = "", half: str | None = None) -> list[dict]:
+    """The items whose stem ``spec`` names, of the fixed ``half`` (``"select"`` or ``"report"``,
+    :func:`segsynth.split.dev_half`) when given; all items when both are None.
+
+    ``spec`` is numeric ranges (``"1-50"``: ``0001`` .. ``0050``, see :func:`parse_stem_ranges`)
+    or the path of a CSV file whose ``stem`` column lists the stems to keep (any stems, e.g.
+    ``bed_003a7e3a85``). An empty selection, a non-numeric stem under ranges, or a listed stem
+    the folder lacks is a ValueError that says how to fix it."""
+    chosen = items
+    if spec is not None and str(spec).lower().endswith(".csv"):
+        wanted = read_stem_list(str(spec))
+        have = {it["stem"] for it in items}
+        missing = [s for s in wanted if s not in have]
+        if missing:
+            raise ValueError(f"stems={spec!r} lists {len(missing)} stems that {folder} lacks (e.g. {missing[0]!r}); "
+                             "list only stems of images that have a mask")
+        chosen = [it for it in items if it["stem"] in wanted]
+    elif spec is not None:
+        ranges = parse_stem_ranges(spec)
+        bad = [it["stem"] for it in items if not it["stem"].isdigit()]
+        if bad:
+            raise ValueError(f"stems={spec!r}: {folder} has non-numeric stems (e.g. {bad[0]!r}); select by number "
+                             "only in folders of numbered files, or use split: {half: select} (or report), or "
+                             "stems: FILE.csv with a stem column")
+        chosen = [it for it in items if any(a <= int(it["stem"]) <= b for a, b in ranges)]
+    if half is not None:
+        from segsynth.split import DEV_HALVES, dev_half
+
+        if half not in DEV_HALVES:
+            raise ValueError(f"split.half={half!r}; valid: {', '.join(DEV_HALVES)}")
+        chosen = [it for it in chosen if dev_half(it["stem"]) == half]
+    if not chosen and (spec is not None or half is not None):
+        raise ValueError(f"stems={spec!r}, half={half!r} selects none of the {len(items)} items of {folder}")
     return chosen
 
 
-def labelled_folder(folder: str | Path, stems: str | None = None) -> list[dict]:
+def read_stem_list(path: str) -> set[str]:
+    """The ``stem`` column of a CSV file (a header line naming ``stem``; other columns ignored)."""
+    import csv
+
+    if not exists(path):
+        raise ValueError(f"stems: the stem list {path} does not exist; give a CSV with a 'stem' column or ranges like '1-50'")
+    rows = list(csv.DictReader(read_bytes(path).decode("utf-8-sig").splitlines()))
+    if not rows or "stem" not in rows[0]:
+        raise ValueError(f"stems: {path} has no 'stem' column (or no rows); write a header line 'stem' and one stem per line")
+    return {r["stem"].strip() for r in rows if r["stem"] and r["stem"].strip()}
+
+
+def labelled_folder(folder: str | Path, stems: str | None = None, half: str | None = None) -> list[dict]:
     """Items of a labelled folder: ``images/<stem>.<ext>`` with ``masks/<stem>.png``.
 
     Returns dicts ``{stem, image, mask, category}`` (paths; category from an optional
     ``categories.csv`` with ``stem, category``, else ``"unknown"``), sorted by stem. Images
     without a mask are left out and logged. ``stems`` keeps numbered items in ranges
-    (``"1-50"``: ``0001`` .. ``0050``; see :func:`select_stems`).
+    (``"1-50"``: ``0001`` .. ``0050``) or lists them in a CSV; ``half`` keeps one fixed half
+    (``"select"`` or ``"report"``); see :func:`select_stems`.
     """
     import logging
 
@@ -541,4 +574,4 @@ def labelled_folder(folder: str | Path, stems: str | None = None) -> list[dict]:
     if missing:
         logging.getLogger(__name__).warning("%s: %d images have no mask in masks/ and are left out (e.g. %s)",
                                             folder, len(missing), missing[0])
-    return select_stems(items, stems, folder)
+    return select_stems(items, stems, folder, half)

@@ -10,15 +10,24 @@ Background photos are split the same way (:func:`in_share`): a share of the furn
 photos serves synthesis as scene backgrounds, the rest stays unseen (the pool active learning
 scores).
 
+Labelled real folders whose stems are not numbers (furniture_dev's ``bed_003a7e3a85``) are
+split into two fixed halves the same way (:func:`dev_half`): ``select`` (checkpoint selection,
+the ablations' curves) and ``report`` (the figures nobody selected on). A config names a half
+with ``split: {half: select}`` (:class:`HalfSplit`).
+
 Pure Python: imports neither numpy nor Ray.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 from segsynth.rng import stable_hash
 
 _HASH_RANGE = float(2**64)
 
-__all__ = ["product_key", "is_validation", "in_share", "SCENE_SALT", "used_as_scene"]
+__all__ = ["product_key", "is_validation", "in_share", "SCENE_SALT", "used_as_scene", "DEV_HALVES", "dev_half",
+           "HalfSplit"]
 
 SCENE_SALT = "scenes"  # the salt of the furnished-room photo split (synthesis uses, active learning scores the rest)
 
@@ -54,3 +63,24 @@ def used_as_scene(bg_id: str, scene_share: float) -> bool:
     """Whether synthesis with ``scene_share`` composites on the furnished room photo ``bg_id``;
     the photos where this is False stay unseen by training (active learning's pool)."""
     return in_share(bg_id, scene_share, salt=SCENE_SALT)
+
+
+DEV_HALVES = ("select", "report")
+DEV_SALT = "dev-half"  # the salt of the select/report split of labelled real folders
+
+
+def dev_half(stem: str) -> str:
+    """``"select"`` or ``"report"``: the fixed half of a labelled folder that item ``stem``
+    belongs to (a stable hash of the stem: the same on every machine, for every run and config;
+    about half the items each, whatever the stems look like)."""
+    return DEV_HALVES[0] if in_share(stem, 0.5, salt=DEV_SALT) else DEV_HALVES[1]
+
+
+@dataclass(frozen=True)
+class HalfSplit:
+    """``split: {half: select}`` in a config: keep the items of one :func:`dev_half`."""
+
+    half: Literal["select", "report"]
+
+    def keeps(self, stem: str) -> bool:
+        return dev_half(stem) == self.half

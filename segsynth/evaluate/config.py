@@ -6,6 +6,7 @@ from typing import Any
 
 from segsynth import metrics as M
 from segsynth.config import ConfigError
+from segsynth.split import HalfSplit
 
 
 MODEL_KINDS = ("checkpoint", "onnx", "onnx-isnet", "onnx-u2net", "white-threshold")
@@ -48,7 +49,8 @@ class EvalConfig:
     gallery_metric: str = "ssim_box"  # the metric that ranks the worst cases
     preferences: str | None = None  # human choices: a CSV (item, annotator, choice) or a review task folder
     limit: int | None = None  # evaluate only the first N items (by stem)
-    stems: str | None = None  # numbered items in ranges, e.g. "51-100" (ECSSD 0051..0100); None: all
+    stems: str | None = None  # numbered items in ranges, e.g. "51-100" (ECSSD 0051..0100), or a CSV of stems; None: all
+    split: HalfSplit | None = None  # {half: report}: one fixed half of the folder (segsynth.split.dev_half)
     interval: str = "bootstrap"  # 95% interval of the means: bootstrap or t
 
     def check_inputs(self) -> None:

@@ -75,7 +75,7 @@ def run(cfg: EvalConfig, address: str | None = None, command: str | None = None)
     if cfg.preferences:
         io.require_input(cfg.preferences, "preferences")  # a CSV/parquet/jsonl file or a review task folder
     io.require_output(cfg.out)
-    items = eval_items(cfg.data, cfg.limit, cfg.stems)
+    items = eval_items(cfg.data, cfg.limit, cfg.stems, cfg.split.half if cfg.split else None)
     save_config(cfg, cfg.out)
     rows = _predict_with_ray(cfg, items, address)
 

@@ -16,13 +16,13 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- items and per-item work
-def eval_items(data: str, limit: int | None = None, stems: str | None = None) -> list[dict]:
+def eval_items(data: str, limit: int | None = None, stems: str | None = None, half: str | None = None) -> list[dict]:
     """Items ``{stem, image, mask, category, bg_kind}`` of a labelled folder (paths)."""
     if not io.exists(io.join(data, "images")) or not io.exists(io.join(data, "masks")):
         raise ConfigError(f"data: {data} is not a labelled folder; it needs images/ and masks/ "
                           "(build one with segsynth.evaluate.evalset.build_test_set)")
     try:
-        items = io.labelled_folder(data, stems)
+        items = io.labelled_folder(data, stems, half)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     cats = io.join(data, "categories.csv")

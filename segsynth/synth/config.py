@@ -70,12 +70,25 @@ class CompositeConfig:
     shadow_ellipse_width_min: float = 0.6  # "ellipse" shadow: width as a fraction of product width
     shadow_ellipse_width_max: float = 1.3
 
-    # -- distractor products behind the main one (only in "scene" backgrounds)
+    # -- distractor products behind the main one: background in the mask
     distractor_categories: list[str] = field(default_factory=lambda: ["chair", "plant", "table", "dresser"])
+    # {background kind: probability that a sample of that kind gets distractors}; the default
+    # furnishes "scene" backgrounds only. Clutter that is plainly background on other kinds,
+    # e.g. {scene: 1.0, room: 0.5, floor_wall: 0.5}, with the limits below.
+    distractor_kinds: dict[str, float] = field(default_factory=lambda: {"scene": 1.0})
     distractor_count_min: int = 1
     distractor_count_max: int = 4
     distractor_scale_min: float = 0.2     # longer side as a fraction of the frame
     distractor_scale_max: float = 0.6
+    # each distractor's box at most this fraction of the product's box area (scaled down to fit):
+    # smaller than the product, so it never competes with it; null: no limit
+    distractor_max_product_area: Optional[float] = None
+    distractor_shadow_prob: float = 0.0   # a distractor casts a shadow too (so a shadow is not "the product")
+    distractor_defocus_max_px: float = 0.0  # extra Gaussian blur (sigma, px) of up to this: out of focus, behind
+
+    # -- the product cut by the frame, as listing photos crop it (the mask is cut alike)
+    product_cut_prob: float = 0.0
+    product_cut_max: float = 0.3          # at most this fraction of the product's width (or height) outside
 
     # -- things in front of the product: removed from the mask
     occluder_prob: float = 0.1
@@ -96,6 +109,10 @@ class CompositeConfig:
     match_blur_max_px: float = 3.0        # the largest blur (sigma) a product gets to match a blurry background
     match_noise_std_min: float = 1.0      # Gaussian noise over the whole frame after compositing,
     match_noise_std_max: float = 6.0      # std in 0..255 units (the mask is unchanged)
+    # colour and light: the studio-lit product moved part of the way (strength 0..max) towards
+    # the background's per-channel mean and contrast (gain, white balance and contrast together)
+    harmonize_prob: float = 0.0
+    harmonize_strength_max: float = 0.5
 
     def __post_init__(self) -> None:
         self.check_inputs()  # validate once at the boundary, not on every sample
@@ -113,8 +130,23 @@ class CompositeConfig:
                     raise ConfigError(f"{name}.{key}: weights must be >= 0, got {w}")
             if not sum(weights.values()) > 0:
                 raise ConfigError(f"{name}: at least one weight must be > 0 (options: {', '.join(valid)})")
+        for kind, p in self.distractor_kinds.items():
+            if kind not in BG_KINDS:
+                raise ConfigError(f"distractor_kinds: unknown background kind {kind!r}; valid: {', '.join(BG_KINDS)}")
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"distractor_kinds.{kind}: a probability must be in [0, 1], got {p}")
+        if self.distractor_max_product_area is not None and not self.distractor_max_product_area > 0:
+            raise ConfigError(f"distractor_max_product_area: must be > 0 (e.g. 0.5) or null for no limit, "
+                              f"got {self.distractor_max_product_area}")
+        if not 0.0 <= self.product_cut_max < 1.0:
+            raise ConfigError(f"product_cut_max: the share of the product outside the frame must be in [0, 1), "
+                              f"got {self.product_cut_max}")
+        if not 0.0 <= self.harmonize_strength_max <= 1.0:
+            raise ConfigError(f"harmonize_strength_max: must be in [0, 1] (1: the background's statistics), "
+                              f"got {self.harmonize_strength_max}")
         for name in ("bg_room_flip_prob", "bg_noise_color_prob", "bg_floor_baseboard_prob", "product_flip_prob",
-                     "shadow_prob", "occluder_prob", "text_prob", "match_prob"):
+                     "shadow_prob", "occluder_prob", "text_prob", "match_prob", "distractor_shadow_prob",
+                     "product_cut_prob", "harmonize_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"{name}: a probability must be in [0, 1], got {p}")
@@ -138,7 +170,7 @@ class CompositeConfig:
                   "shadow_opacity_min", "shadow_blur_min", "shadow_offset_max", "shadow_squash_min",
                   "shadow_shear_min", "shadow_ellipse_width_min", "distractor_scale_min",
                   "occluder_scale_min", "text_height_min", "blend_feather_max_px", "blend_motion_max_px",
-                  "match_blur_max_px", "match_noise_std_min")
+                  "match_blur_max_px", "match_noise_std_min", "distractor_defocus_max_px")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
@@ -156,7 +188,7 @@ class CompositeConfig:
 
 # Keys of the config that change the samples: a re-run into the same ``out`` must match them.
 SAMPLE_KEYS = ("cutouts", "backgrounds", "scene_backgrounds", "scene_share", "seed", "size", "samples_per_cutout",
-               "shard_size", "categories", "limit_cutouts", "image_format", "jpeg_quality", "distractor_cutouts",
+               "shard_size", "shard_order", "categories", "limit_cutouts", "image_format", "jpeg_quality", "distractor_cutouts",
                "val_fraction", "composite", "rooms_per_shard", "rooms", "distractors_per_shard",
                "backgrounds_per_shard")
 
@@ -188,6 +220,9 @@ class SynthConfig:
     workers: int | list[int] = 2                  # compositing actors: N, or [min, max] for a pool that grows with the backlog
     cpus_per_worker: float = 1.0
     shard_size: int = 64                          # samples per parquet shard (and per task)
+    # "mixed": the (product, k) pairs in a fixed random order of (seed), so a shard (and the
+    # training's shuffle pool) holds many products; "product": sorted, a product's samples together
+    shard_order: Literal["mixed", "product"] = "mixed"
     categories: Optional[list[str]] = None        # main products' categories; None: all
     distractor_cutouts: Optional[str] = None      # where distractors come from; None: the same manifest
     # What a worker holds per shard, whatever the catalog's size: this many distractors and this

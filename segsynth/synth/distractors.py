@@ -5,6 +5,7 @@ Occluders and text are in front of the product: the pixels they cover are taken 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -12,7 +13,8 @@ import cv2
 import numpy as np
 
 from segsynth.synth.backgrounds import random_color
-from segsynth.synth.config import CompositeConfig
+from segsynth.synth import shadows
+from segsynth.synth.config import SHADOW_TYPES, CompositeConfig
 from segsynth.synth.layers import Layer, blur_pad, cut, fit_size, gaussian_blur, make_layer, pad_layer, paste
 from segsynth.synth.library import Cutout
 
@@ -42,27 +44,41 @@ def pick(rng: np.random.Generator, pool: Sequence[Cutout], exclude_id: str) -> C
 
 
 def add_distractors(rng: np.random.Generator, frame: np.ndarray, pool: Sequence[Cutout], exclude_id: str,
-                    cfg: CompositeConfig, blur_px: float = 0.0) -> Pasted:
-    """Paste a random number of distractor products (no shadow) anywhere in ``frame`` (in place).
+                    cfg: CompositeConfig, blur_px: float = 0.0, product_area: float | None = None) -> Pasted:
+    """Paste a random number of distractor products anywhere in ``frame`` (in place).
 
     Their centres fall anywhere in the frame, so some are cut by its border. ``blur_px`` blurs
-    each one as the product is blurred to match a soft background (same photo, same lens).
-    Returns the ids of the cutouts pasted and how many of them the border cuts.
+    each one as the product is blurred to match a soft background (same photo, same lens); with
+    ``distractor_defocus_max_px`` each gets up to that much more (out of focus, behind). With
+    ``distractor_max_product_area`` and the product's box area ``product_area`` (px²), a
+    distractor's box is scaled down to at most that share of it. With ``distractor_shadow_prob``
+    a distractor casts a shadow like the product's. The draws of those options are made only
+    when they are on, so the default's samples do not change. Returns the ids of the cutouts
+    pasted and how many of them the border cuts.
     """
     size = frame.shape[0]
     count = int(rng.integers(cfg.distractor_count_min, cfg.distractor_count_max + 1))
     out = Pasted()
-    pad = blur_pad(blur_px)
+    limit = cfg.distractor_max_product_area
     for _ in range(count):
         c = pick(rng, pool, exclude_id)
         if c is None:
             break
         h, w = fit_size(*c.rgba.shape[:2], rng.uniform(cfg.distractor_scale_min, cfg.distractor_scale_max) * size)
+        if limit is not None and product_area and h * w > limit * product_area:
+            h, w = fit_size(*c.rgba.shape[:2], max(h, w) * math.sqrt(limit * product_area / (h * w)))
         layer = make_layer(c.rgba, h, w, flip=bool(rng.uniform() < 0.5))
+        blur = blur_px + (rng.uniform(0.0, cfg.distractor_defocus_max_px) if cfg.distractor_defocus_max_px > 0 else 0.0)
+        pad = blur_pad(blur)
         if pad:
-            layer = gaussian_blur(pad_layer(layer, pad), blur_px)
+            layer = gaussian_blur(pad_layer(layer, pad), blur)
         cx, cy = rng.uniform(0, size, 2)
         x0, y0 = round(cx - w / 2), round(cy - h / 2)
+        if cfg.distractor_shadow_prob > 0 and rng.uniform() < cfg.distractor_shadow_prob:
+            kind = SHADOW_TYPES[int(rng.integers(len(SHADOW_TYPES)))]
+            sh = shadows.render(rng, kind, layer.alpha[pad:pad + h, pad:pad + w], (x0, y0), size, cfg)
+            if sh is not None:
+                shadows.apply(frame, sh)
         if paste(frame, layer, x0 - pad, y0 - pad) is None:
             continue
         out.cutout_ids.append(c.cutout_id)

@@ -30,8 +30,8 @@ from segsynth.synth import match
 from segsynth.synth import shadows
 from segsynth.synth.config import (BG_KINDS, BLEND_MODES, FLOORS, LIBRARY_KINDS, PLACEMENTS, SHADOW_TYPES,
                                    CompositeConfig)
-from segsynth.synth.layers import (blur_pad, feather, fit_size, gaussian_blur, make_layer, motion_blur, pad_layer,
-                                   paste)
+from segsynth.synth.layers import (Layer, blur_pad, feather, fit_size, gaussian_blur, make_layer, motion_blur,
+                                   pad_layer, paste)
 from segsynth.synth.library import Background, Cutout
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,9 @@ META_KEYS = (
     "occluder", "occluder_kind", "text", "text_label",
     "blend", "blend_px", "visible_fraction",
     "match", "match_bg_blur_px", "match_blur_px", "match_noise_std",
+    "product_cut", "harmonize",
 )
+CUT_SIDES = ("left", "right", "bottom")  # where listing photos crop a product (rarely at the top)
 
 
 def _warn_once(key: str, msg: str, *args) -> None:
@@ -187,8 +189,17 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
         cx, cy = np.array([cx, cy]) + r.normal(0.0, cfg.placement_jitter, 2)
         x0 = int(np.clip(round(cx * size - lw / 2), lo_x, hi_x))
         y0 = int(np.clip(round(cy * size - lh / 2), lo_y, hi_y))
+    product_cut = ""
+    if cfg.product_cut_prob > 0:
+        product_cut, x0, y0 = _cut_by_frame(rng_for(*key, "cut"), cfg, x0, y0, h, w, pad, size)
 
     layer = make_layer(rgba, h, w, flip=flip)
+    harmonized = 0.0
+    if cfg.harmonize_prob > 0:
+        r = rng_for(*key, "harmonize")
+        if r.uniform() < cfg.harmonize_prob:
+            harmonized = float(r.uniform(0.0, cfg.harmonize_strength_max))
+            layer = Layer(match.harmonize(layer.rgba, frame, harmonized))
     match_blur = 0.0
     if max_blur >= 0.3:  # only then can the product need a visible blur
         match_blur = min(match.matching_blur_px(bg_blur, match.layer_blur_px(layer.rgba)), max_blur)
@@ -196,8 +207,10 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
 
     # -- distractors: the same lens blur as the product
     pasted = dis.Pasted()
-    if bg_kind == "scene":
-        pasted = dis.add_distractors(rng_for(*key, "distractors"), frame, distractors, cid, cfg, blur_px=match_blur)
+    p_clutter = cfg.distractor_kinds.get(bg_kind, 0.0)
+    if p_clutter >= 1.0 or (p_clutter > 0 and rng_for(*key, "clutter").uniform() < p_clutter):
+        pasted = dis.add_distractors(rng_for(*key, "distractors"), frame, distractors, cid, cfg, blur_px=match_blur,
+                                     product_area=float(h * w))
 
     # -- shadow on the background, from the unblended silhouette at its final position
     r = rng_for(*key, "shadow")
@@ -251,9 +264,28 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
         "text": bool(text_label), "text_label": text_label,
         "blend": blend, "blend_px": float(blend_px), "visible_fraction": visible,
         "match": matched, "match_bg_blur_px": float(bg_blur or 0.0), "match_blur_px": float(match_blur),
-        "match_noise_std": float(noise_std),
+        "match_noise_std": float(noise_std), "product_cut": product_cut, "harmonize": harmonized,
     }
     return Sample(image=frame, mask=mask, meta=meta)
+
+
+def _cut_by_frame(r: np.random.Generator, cfg: CompositeConfig, x0: int, y0: int, h: int, w: int, pad: int,
+                  size: int) -> tuple[str, int, int]:
+    """With ``product_cut_prob``: the layer's top-left ``(x0, y0)`` moved so that a share
+    ``U(0.05, product_cut_max)`` of the product's width (left, right) or height (bottom) lies
+    outside the frame, as a listing photo crops it; the paste clips the mask alike.
+    Returns the side ("" when not cut) and the new top-left."""
+    if not r.uniform() < cfg.product_cut_prob:
+        return "", x0, y0
+    side = CUT_SIDES[int(r.integers(len(CUT_SIDES)))]
+    share = r.uniform(min(0.05, cfg.product_cut_max), cfg.product_cut_max)
+    if side == "left":
+        x0 = -round(share * w) - pad
+    elif side == "right":
+        x0 = size - w + round(share * w) - pad
+    else:
+        y0 = size - h + round(share * h) - pad
+    return side, x0, y0
 
 
 def make_context_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeConfig,
@@ -296,5 +328,5 @@ def make_context_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: Co
         "shadow_type": "none", "shadow_opacity": 0.0, "shadow_blur": 0.0, "distractor_count": 0,
         "distractor_cut": 0, "occluder": False, "text": False, "blend": "context", "blend_px": 0.0,
         "visible_fraction": 1.0, "match": False, "match_bg_blur_px": 0.0, "match_blur_px": 0.0,
-        "match_noise_std": 0.0}
+        "match_noise_std": 0.0, "product_cut": "", "harmonize": 0.0}
     return Sample(image=frame, mask=mask, meta=meta)

@@ -85,3 +85,26 @@ def add_noise(rng: np.random.Generator, frame: np.ndarray, std: float) -> np.nda
         return frame
     noise = cv2.LUT(noise_field(rng, frame.shape), _NORMAL_LUT * np.float32(std))
     return cv2.add(frame, noise, dtype=cv2.CV_8U)
+
+
+def harmonize(rgba: np.ndarray, frame: np.ndarray, strength: float) -> np.ndarray:
+    """A premultiplied product layer ``rgba`` (``(h, w, 4) uint8``) moved ``strength`` (0..1) of
+    the way to the colour statistics of ``frame`` (``(S, S, 3) uint8``): per channel, its mean
+    towards the background's mean (white balance, brightness) and its spread scaled towards the
+    background's spread (contrast, the ratio kept within 0.5..2). The studio light of a catalog
+    photo then no longer tells the product from the room. Alpha is unchanged; a new array."""
+    a = rgba[:, :, 3].astype(np.float32) / 255.0
+    opaque = a > 0.5
+    if strength <= 0 or opaque.sum() < 16:
+        return rgba
+    prem = rgba[:, :, :3].astype(np.float32)
+    colour = prem[opaque] / a[opaque, None]  # straight colour of the solid part
+    mu_p, sd_p = colour.mean(0), colour.std(0) + 1.0
+    bg = frame[::4, ::4].reshape(-1, 3).astype(np.float32)
+    mu_b, sd_b = bg.mean(0), bg.std(0) + 1.0
+    gain = 1.0 + strength * (np.clip(sd_b / sd_p, 0.5, 2.0) - 1.0)
+    mean = mu_p + strength * (mu_b - mu_p)
+    # straight colour c -> (c - mu_p) * gain + mean, premultiplied: prem * gain + (mean - mu_p * gain) * a
+    out = prem * gain + (mean - mu_p * gain) * a[:, :, None]
+    out = np.clip(out, 0.0, (a * 255.0)[:, :, None])  # premultiplied colour never exceeds alpha
+    return np.dstack([np.rint(out).astype(np.uint8), rgba[:, :, 3]])

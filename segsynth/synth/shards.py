@@ -67,6 +67,8 @@ def plan_shards(cfg: SynthConfig) -> list[dict]:
     if not rows:
         raise ValueError(f"no cutouts to composite in {path} (categories={cfg.categories}); check the manifest and `categories`")
     pairs = [(cid, k) for cid, _ in rows for k in range(cfg.samples_per_cutout)]
+    if cfg.shard_order == "mixed":  # a training batch then draws from many products, not a few neighbours
+        pairs = [pairs[i] for i in rng_for(cfg.seed, "shard-order").permutation(len(pairs))]
     n = cfg.shard_size
     return [{"shard": i // n, "cutout_ids": [p[0] for p in pairs[i:i + n]], "ks": [p[1] for p in pairs[i:i + n]]}
             for i in range(0, len(pairs), n)]

@@ -9,6 +9,7 @@ from typing import Literal, Optional
 from segsynth import io
 from segsynth.config import ConfigError
 from segsynth.preprocess import Preprocessing
+from segsynth.split import HalfSplit
 
 SELECT_METRICS = {"ssim_box": "max", "iou": "max", "mae": "min", "loss": "min"}  # metric -> better direction
 
@@ -16,19 +17,29 @@ SELECT_METRICS = {"ssim_box": "max", "iou": "max", "mae": "min", "loss": "min"} 
 @dataclass(frozen=True)
 class ValSource:
     """A real labelled folder (``images/`` + ``masks/``) evaluated during training. ``stems``
-    keeps numbered items in ranges (``"1-50"``); ``name`` labels its metrics (default: the
-    folder's name, plus the ranges)."""
+    keeps numbered items in ranges (``"1-50"``) or the stems a CSV file lists (``stem``
+    column); ``split: {half: select}`` keeps one fixed half of the folder (by a stable hash of
+    the stem, :func:`segsynth.split.dev_half`: ``report`` is the other half); ``name`` labels
+    its metrics (default: the folder's name, plus the ranges or the half)."""
 
     path: str
     stems: Optional[str] = None
     name: Optional[str] = None
+    split: Optional[HalfSplit] = None
+    select: bool = True  # false: on the learning curve only; best/ is chosen on the other sources
+
+    @property
+    def half(self) -> Optional[str]:
+        return self.split.half if self.split else None
 
     @property
     def label(self) -> str:
         if self.name:
             return self.name
         base = self.path.rstrip("/").split("/")[-1]
-        return f"{base}_{self.stems.replace(',', '_')}" if self.stems else base
+        if self.stems and not self.stems.lower().endswith(".csv"):
+            base = f"{base}_{self.stems.replace(',', '_')}"
+        return f"{base}_{self.half}" if self.half else base
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,14 @@ class TrainConfig:
     warmup_steps: int = 200  # linear warm-up, then cosine to min_lr_ratio * lr
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0  # max gradient norm; 0 disables
+    # -- training hygiene for a pretrained encoder fine-tuned at small batches
+    # BatchNorm of the encoder in eval mode (its ImageNet running statistics kept): at batch 8 of
+    # correlated composites, updating them (timm's momentum 0.1 follows ~10 batches) drags the
+    # statistics to the synthetic images' and away from real photos'. Affine weights still train.
+    freeze_encoder_bn: bool = False
+    encoder_lr_scale: float = 1.0  # the encoder's learning rate = lr x this (e.g. 0.1 for pretrained weights)
+    decay_norm_and_bias: bool = True  # false: no weight decay on norm weights and biases (only on conv/linear weights)
+    ema_decay: float | None = None  # weight EMA (e.g. 0.999): validation, best/ and exports use the averaged weights
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     amp: Literal["bf16", "fp16", "fp32"] = "bf16"  # mixed precision on GPU; fp32 turns it off (CPU always runs fp32)
@@ -112,7 +131,9 @@ class TrainConfig:
     shuffle_pool: int = 256  # rows per worker collated at once and served as batches in a seeded random order
     cache_decoded: bool = False  # decode once into the object store (small sets: demo, tests) instead of every epoch
     val_batch_size: int = 4  # real validation photos per forward pass
-    time_budget_min: float | None = None  # stop stepping after this many minutes of a worker's loop (a CPU budget)
+    # stop stepping after this many minutes of a worker's loop (a CPU budget); the learning-rate
+    # schedule then follows the larger of step and time progress, so it anneals by the deadline
+    time_budget_min: float | None = None
 
     def check_inputs(self) -> None:
         if not self.data:
@@ -137,6 +158,10 @@ class TrainConfig:
             raise ConfigError(f"augment.jpeg_quality={[lo, hi]} must be [low, high] within 1..100")
         if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             raise ConfigError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        if not self.encoder_lr_scale > 0:
+            raise ConfigError(f"encoder_lr_scale must be > 0 (1: the encoder trains at lr), got {self.encoder_lr_scale}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in (0, 1) (e.g. 0.999) or null for no EMA, got {self.ema_decay}")
         if self.time_budget_min is not None and self.time_budget_min <= 0:
             raise ConfigError(f"time_budget_min must be > 0 minutes (or null), got {self.time_budget_min}")
         if self.select_on not in SELECT_METRICS:
@@ -151,11 +176,14 @@ class TrainConfig:
             raise ConfigError(f"augment.letterbox_prob={self.augment.letterbox_prob} must be in [0, 1]")
         if self.augment.letterbox_aspect_max < 1.0:
             raise ConfigError(f"augment.letterbox_aspect_max={self.augment.letterbox_aspect_max} must be >= 1")
+        if self.val_data and not any(v.select for v in self.val_data):
+            raise ConfigError("val_data: every source has select: false, so nothing chooses best/; set select: true "
+                              "on the photos best/ is chosen on (and report on the others)")
         labels = [v.label for v in self.val_data]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"val_data: two sources are labelled alike ({labels}); give them a name")
         for v in self.val_data:
-            if v.stems is not None:
+            if v.stems is not None and not v.stems.lower().endswith(".csv"):
                 try:
                     io.parse_stem_ranges(v.stems)
                 except ValueError as e:

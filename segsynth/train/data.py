@@ -200,7 +200,7 @@ def real_val_items(source: ValSource) -> list[dict]:
     if not io.exists(io.join(source.path, "images")) or not io.exists(io.join(source.path, "masks")):
         raise ConfigError(f"val_data: {source.path} is not a labelled folder; it needs images/ and masks/")
     try:
-        items = io.labelled_folder(source.path, source.stems)
+        items = io.labelled_folder(source.path, source.stems, source.half)
     except ValueError as e:
         raise ConfigError(f"val_data {source.path}: {e}") from None
     if not items:

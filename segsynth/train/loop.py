@@ -132,12 +132,56 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0
     return loss
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.01) -> float:
-    """Linear warm-up to 1, then cosine down to ``min_ratio`` at ``total_steps``."""
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.01,
+              progress_floor: float = 0.0) -> float:
+    """Linear warm-up to 1, then cosine down to ``min_ratio`` at ``total_steps``.
+
+    ``progress_floor`` (0..1): the cosine is at least this far along, whatever the step (a time
+    budget's elapsed share: a run stopped by ``time_budget_min`` has annealed by then)."""
     if warmup_steps and step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    progress = min(1.0, max((step - warmup_steps) / max(1, total_steps - warmup_steps), progress_floor))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW's parameter groups: the encoder's at ``lr * encoder_lr_scale``, the rest at ``lr``;
+    with ``decay_norm_and_bias: false`` norm weights and biases (1-d tensors) get no weight decay.
+    The decoder's decayed group comes first (its ``lr`` is the one reported)."""
+    bare = unwrap(model)
+    encoder = {id(p) for p in bare.encoder.parameters()} if hasattr(bare, "encoder") else set()
+    groups: dict[tuple[bool, bool], list] = {}
+    for p in bare.parameters():
+        if p.requires_grad:
+            decay = cfg.decay_norm_and_bias or p.ndim > 1
+            groups.setdefault((id(p) in encoder, not decay), []).append(p)
+    return [{"params": ps, "lr": cfg.lr * (cfg.encoder_lr_scale if enc else 1.0),
+             "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+            for (enc, no_decay), ps in sorted(groups.items())]
+
+
+def set_train_mode(model: torch.nn.Module, freeze_encoder_bn: bool) -> None:
+    """``model.train()``, with the encoder's BatchNorm layers back in eval mode when
+    ``freeze_encoder_bn`` (running statistics kept; their affine weights still learn)."""
+    model.train()
+    bare = unwrap(model)
+    if freeze_encoder_bn and hasattr(bare, "encoder"):
+        for m in bare.encoder.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def ema_model(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights and buffers. The decay ramps up as
+    ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the randomly initialised decoder
+    is forgotten within the first hundred steps instead of weighing on a short run."""
+
+    def avg(averaged: torch.Tensor, current: torch.Tensor, num_averaged) -> torch.Tensor:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        return averaged * d + current * (1.0 - d)
+
+    return torch.optim.swa_utils.AveragedModel(unwrap(model), avg_fn=avg, use_buffers=True)
 
 
 class Stepper:
@@ -149,9 +193,11 @@ class Stepper:
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device):
         self.model, self.cfg, self.device = model, cfg, device
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.time_progress = 0.0  # elapsed share of time_budget_min, set by the loop after each step
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.min_lr_ratio))
+            self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.min_lr_ratio, self.time_progress))
+        self.ema = ema_model(model, cfg.ema_decay) if cfg.ema_decay else None
         cuda = device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
         self.channels_last = cuda and cfg.channels_last
@@ -187,26 +233,41 @@ class Stepper:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(unwrap(self.model))
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What validation scores and best/ holds: the EMA weights when ``ema_decay`` is set."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def train_mode(self) -> None:
+        set_train_mode(self.model, self.cfg.freeze_encoder_bn)
 
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
 
 
 def validate(stepper: Stepper, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Sums over validation samples: ``n, loss, iou, mae, ssim_box`` (per-sample metrics from
     :mod:`segsynth.metrics`, on the truth's box for SSIM). Reduce with the ``n`` of all workers."""
 
-    model, cfg = stepper.model, stepper.cfg
+    model, cfg = stepper.eval_model, stepper.cfg
     sums = {"n": 0.0, "loss": 0.0, "iou": 0.0, "mae": 0.0, "ssim_box": 0.0}
     model.eval()
     with torch.inference_mode():
@@ -223,7 +284,7 @@ def validate(stepper: Stepper, batches: Iterable[dict[str, torch.Tensor]]) -> di
                 sums["mae"] += mae(p, g)
                 sums["ssim_box"] += ssim_box(p, g)
             sums["n"] += n
-    model.train()
+    stepper.train_mode()
     return sums
 
 
@@ -258,7 +319,7 @@ class RealValidation:
     
         # the bare module: DDP's forward may broadcast buffers (a collective), and ranks hold
         # different numbers of photos
-        model, cfg, pre = unwrap(stepper.model), stepper.cfg, stepper.pre
+        model, cfg, pre = unwrap(stepper.eval_model), stepper.cfg, stepper.pre
         out = {}
         model.eval()
         with torch.inference_mode():
@@ -280,7 +341,7 @@ class RealValidation:
                         sums["ssim_box"] += ssim_box(pred, truth)
                     sums["n"] += len(chunk)
                 out[label] = sums
-        model.train()
+        stepper.train_mode()
         return out
 
 
@@ -500,14 +561,17 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
     stepper = Stepper(model, cfg, total_steps=n_steps * cfg.epochs, device=device)
     if blob is not None:
         stepper.load_state_dict(blob)
+    stepper.train_mode()
 
     train_aug, val_aug = Augmenter(cfg.augment, cfg.seed, train=True), Augmenter(cfg.augment, cfg.seed, train=False)
     real_val = RealValidation(cfg.val_data, rank, world) if cfg.val_data else None
     labels = real_val.labels if real_val else []
+    selecting = {v.label for v in cfg.val_data if v.select}
 
     def validate_real() -> dict:
         """Each real set's mean metrics (all ranks' photos), as ``val_<label>_<metric>`` columns,
-        plus the pooled ``select_on`` mean over every real photo (``_real_select``)."""
+        plus the pooled ``select_on`` mean over the photos of the ``select: true`` sources
+        (``_real_select``)."""
         sums = real_val(stepper, cfg.val_batch_size)
         flat = _all_reduce([sums[label][k] for label in labels for k in VAL_SUMS], device)
         cols, pooled, total = {}, 0.0, 0.0
@@ -515,7 +579,8 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
             got = dict(zip(VAL_SUMS, flat[i * len(VAL_SUMS):(i + 1) * len(VAL_SUMS)]))
             for m in REAL_METRICS:
                 cols[f"val_{label}_{m}"] = _mean(got[m], got["n"])
-            pooled, total = pooled + got[cfg.select_on], total + got["n"]
+            if label in selecting:
+                pooled, total = pooled + got[cfg.select_on], total + got["n"]
         cols["_real_select"] = _mean(pooled, total)
         return cols
 
@@ -538,7 +603,7 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
         state.history.append(row)
         if rank == 0:
             if improved:
-                save_model_folder(io.join(cfg.out, "best"), model, model_card(cfg, state, row), dump_config(cfg))
+                save_model_folder(io.join(cfg.out, "best"), stepper.eval_model, model_card(cfg, state, row), dump_config(cfg))
             write_metrics_csv(state.history, io.join(cfg.out, "metrics.csv"), labels)
             plot_learning_curve(state.history, io.join(cfg.out, "learning_curve.png"), labels)
         return score, improved
@@ -554,7 +619,8 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
 
     # time_budget_min: a CPU run stops stepping when its budget is spent (checked after each
     # optimizer step, agreed by all ranks), validates, reports and ends as if the epochs were done
-    deadline = time.perf_counter() + 60.0 * cfg.time_budget_min if cfg.time_budget_min else None
+    budget_s = 60.0 * cfg.time_budget_min if cfg.time_budget_min else 0.0
+    deadline = time.perf_counter() + budget_s if cfg.time_budget_min else None
     out_of_time = False
     for epoch in range(state.epoch, cfg.epochs):
         if out_of_time:
@@ -584,8 +650,10 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
             if rank == 0:  # the driver's progress bar reads it (throttled to one write every 2 s)
                 console.write_progress(io.join(cfg.out, PROGRESS_FILE), state.step, n_steps * cfg.epochs,
                                        f"epoch {epoch + 1}/{cfg.epochs}")
-            if deadline is not None:
-                out_of_time = _all_reduce([float(time.perf_counter() > deadline)], device)[0] > 0
+            if deadline is not None:  # the schedule's next step follows the ranks' mean elapsed share
+                now = time.perf_counter()
+                late, share = _all_reduce([float(now > deadline), 1.0 - (deadline - now) / budget_s], device)
+                out_of_time, stepper.time_progress = late > 0, min(1.0, share / world)
                 if out_of_time and rank == 0:
                     log.warning("time_budget_min=%s spent at step %d (epoch %d, %d of %d steps): stopping",
                                 cfg.time_budget_min, state.step, epoch + 1, state.step_in_epoch, n_steps)
@@ -621,3 +689,6 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
         metrics = {**row, SCORE_KEY: score, "best_val_iou": state.best_val_iou, "best_score": state.best_score,
                    "best_step": state.best_step, "attempt_start_steps": list(state.attempt_start_steps)}
         report({k: v for k, v in metrics.items() if v is not None}, with_checkpoint=True)
+    if rank == 0:  # the weights at the end of the budget (EMA when on), whatever best/ chose: what ablations compare
+        save_model_folder(io.join(cfg.out, "last"), stepper.eval_model, model_card(cfg, state, state.history[-1] if state.history else None),
+                          dump_config(cfg))

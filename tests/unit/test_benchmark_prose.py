@@ -203,23 +203,40 @@ def cpu_recipe_results() -> dict:
 
 
 def ablation_results() -> dict:
-    def run(name, synth, weights, occ, norm, last_ssim, last_iou, step, wall):
-        return {"name": name, "wall_s": wall, "steps": 150, "last_ssim": last_ssim, "last_iou": last_iou,
-                "best_ssim": last_ssim + 0.013, "best_iou": last_iou + 0.017, "best_step": step, "best": f"x/{name}/best",
-                "normalization": norm, "data": {"synth": synth, "bg_weights": weights, "occluder_prob": occ}}
+    sets = [("furniture_select", True), ("ecssd_1-50", True), ("furniture_report", False), ("ecssd_51-100", False),
+            ("pascal_s", False)]
 
-    recipe = {"white": 0.15, "solid": 0.05, "noise": 0.1, "room": 0.1, "scene": 0.4, "floor_wall": 0.2}
-    held = {s: {m: _summary_row(m, n, ss, i, mae) for m, ss, i, mae in rows}
-            for s, n, rows in (("ecssd_51-100", 50, [("noise-mix-lite", 0.543, 0.608, 0.202), ("rooms-lite", 0.475, 0.538, 0.162)]),
-                               ("pascal_s_1-100", 100, [("noise-mix-lite", 0.425, 0.343, 0.386), ("rooms-lite", 0.339, 0.334, 0.222)]))}
-    return {"date": "2026-12-01", "cores": 2, "out": "outputs/bench/ablation",
-            "settings": {"steps": 150, "val_every": 75, "encoder": "tu-tf_efficientnet_lite0", "size": 224,
-                         "batch_size": 8, "selection": "ecssd_dev 1-50"},
-            "runs": [run("rooms-lite", "outputs/cpu/synth", recipe, 0.1, "lite", 0.409, 0.503, 150, 496.2),
-                     run("rooms-imagenet", "outputs/cpu/synth", recipe, 0.1, "imagenet", 0.391, 0.487, 75, 512.9),
-                     run("noise-mix-lite", "outputs/bench/ablation/synth-noise-mix",
-                         {"noise": 0.8, "white": 0.1, "room": 0.1}, 0.0, "lite", 0.445, 0.533, 150, 538.4)],
-            "held_out": held}
+    def curves(base):
+        return {seed: [{"step": step, **{label: base + 0.0013 * step / 10 + 0.007 * i + 0.003 * int(seed)
+                                         for i, (label, _) in enumerate(sets)}} for step in (50, 100, 150)]
+                for seed in ("0", "1")}
+
+    def photos(base):
+        return {seed: {label: [{"stem": f"p{j}", "category": ("bed", "chair")[j % 2], "iou": base + 0.011 * j + 0.004 * int(seed),
+                                "ssim_box": base - 0.05, "mae": 0.12} for j in range(4)] for label, sel in sets if not sel}
+                for seed in ("0", "1")}
+
+    def summary(base, best_step, slope):
+        return {label: {"final": base + 0.019 * i, "best": base + 0.019 * i + 0.008, "best_step": best_step,
+                        "slope": slope + 0.002 * i, "seeds_final": [base, base + 0.004]} for i, (label, _) in enumerate(sets)}
+
+    def report(base, diff):
+        return {label: {"iou": base + 0.013 * i, "iou_lo": base - 0.041, "iou_hi": base + 0.044, "n": 97 + i, "mae": 0.131,
+                        "ssim_box": base - 0.052, "by_category": {"bed": base + 0.021, "chair": base - 0.017},
+                        **({} if diff is None else {"diff": diff, "diff_lo": diff - 0.012, "diff_hi": diff + 0.015})}
+                for i, (label, sel) in enumerate(sets) if not sel}
+
+    variants = {
+        "recipe": {"why": "the CPU recipe's settings", "curves": curves(0.51), "per_photo": photos(0.55),
+                   "curve_summary": summary(0.562, 100, -0.021), "report": report(0.574, None)},
+        "clutter": {"why": "distractors at most half the product's area", "curves": curves(0.61), "per_photo": photos(0.66),
+                    "curve_summary": summary(0.653, 150, 0.017), "report": report(0.668, 0.094)},
+    }
+    return {"date": "2026-12-06", "cores": 2, "wall_min": 83.4, "reference": "recipe", "interval": 0.95,
+            "sets": [{"label": label, "select": sel} for label, sel in sets], "curves_png": "docs/ablation_curves.png",
+            "settings": {"steps": 300, "val_every": 50, "encoder": "tu-tf_efficientnet_lite0", "size": 224, "batch_size": 8,
+                         "samples_per_cutout": 2, "seeds": "0,1", "products": 1324, "slope_per": 100},
+            "variants": variants}
 
 
 def evaluation_results() -> dict:
@@ -318,7 +335,7 @@ CASES = [
     ("train_overhead", train_results(gpu=True), frozenset()),
     ("serve_load", serve_results(), frozenset({"at_concurrency"})),
     ("cpu_recipe", cpu_recipe_results(), frozenset()),
-    ("recipe_ablation", ablation_results(), frozenset()),
+    ("recipe_ablation", ablation_results(), frozenset({"sets"})),
     ("evaluation", evaluation_results(), frozenset()),
     ("review", review_results(), frozenset()),
     ("active", active_results(), frozenset()),
