@@ -43,6 +43,10 @@ log = logging.getLogger("bench.train")
 SECTION = "## Training overhead"
 TINY = ["encoder_name=tu-mobilenetv3_small_050", "encoder_weights=null", "decoder_pyramid_channels=64",
         "decoder_segmentation_channels=32"]
+# the CPU recipe's model and worker (configs/cpu/train.yaml), random weights: the same FLOPs
+RECIPE = ["encoder_name=tu-tf_efficientnet_lite2", "encoder_weights=null", "decoder_pyramid_channels=128",
+          "decoder_segmentation_channels=64", "cpus_per_worker=1"]
+MODELS = {"tiny": (TINY, "tu-mobilenetv3_small_050 FPN-64"), "recipe": (RECIPE, "the CPU recipe's tu-tf_efficientnet_lite2 FPN-128")}
 
 
 def make_synth(folder: Path, n: int, size: int, seed: int = 0) -> Path:
@@ -199,9 +203,12 @@ def section(r: dict) -> str:
              f"excluded); each epoch's iterator start (streaming split, first fetch) took {ray['iterator_start_s']:.2f} s "
              f"on average. The whole `segsynth train` call (Ray, workers and dataset start-up, every epoch) took "
              f"{ray['wall_s']:.0f} s of wall time; only the training time is in the rate.",
-             "The tiny model makes a step short, so any per-step overhead of the Ray loop shows up large; Ray's "
-             "batch loader augments the next batch in a prefetch thread while the step runs, which the plain loop "
-             "does in line" + ("; here the Ray loop was the faster one." if ratio > 1 else ".")]
+             ("The tiny model makes a step short, so any per-step overhead of the Ray loop shows up large; "
+              if o.get("model", "tiny") == "tiny" else "With the recipe's model a step is long, as in the recipe; ")
+             + "Ray's batch loader augments the next batch in a prefetch thread while the step runs, which the plain "
+             "loop does in line" + ("; here the Ray loop was the faster one." if ratio > 1 else "."),
+             f"Ray workers ran at nice {o.get('worker_niceness', '15')} (`RAY_worker_niceness`, which segsynth's "
+             "embedded Ray sets to run them at the driver's priority unless the variable is set)."]
     if not gpu:
         prose.append(f"On a GPU node run `python benchmarks/train_overhead.py --write` to fill the GPU row "
                      f"({want['size']} px, {want['amp']}, channels_last, batch {want['batch']} per GPU).")
@@ -215,6 +222,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=40, help="steps per epoch (Ray, 3 epochs) and timed steps (plain)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in both loops")
+    p.add_argument("--model", choices=list(MODELS), default="tiny",
+                   help="tiny (a short step: per-step overhead shows large) or recipe (configs/cpu/train.yaml's model "
+                        "and worker; use --size 320 --threads 2)")
     p.add_argument("--b5-steps", type=int, default=3, help="timed steps for the EfficientNet-B5 figures")
     p.add_argument("--out", default=str(REPO / "outputs" / "bench" / "train_overhead.json"), help="where the results JSON goes")
     p.add_argument("--write", action="store_true", help="rewrite the '## Training overhead' section of BENCHMARKS.md")
@@ -235,7 +245,7 @@ def main(argv=None) -> int:
         n = args.batch_size * args.steps + 16
         synth = make_synth(Path(tmp, "synth"), n, args.size)
         cfg = load_config(TrainConfig, None, [
-            f"data=[{{path: {synth}}}]", f"out={Path(tmp, 'out')}", "name=bench", *TINY, f"size={args.size}",
+            f"data=[{{path: {synth}}}]", f"out={Path(tmp, 'out')}", "name=bench", *MODELS[args.model][0], f"size={args.size}",
             f"batch_size={args.batch_size}", "epochs=3", f"max_steps_per_epoch={args.steps}", "val_fraction=0.0",
             "checkpoint_every_steps=100000", "cache_decoded=true", "num_workers=1", f"torch_threads={args.threads}",
             "shuffle_pool=64"])
@@ -245,8 +255,9 @@ def main(argv=None) -> int:
         after = plain_loop(cfg, steps=args.steps * 2)
         plain = {"steps_per_s": (before["steps_per_s"] + after["steps_per_s"]) / 2,
                  "before": before["steps_per_s"], "after": after["steps_per_s"]}
-        results["overhead"] = {"setting": f"tu-mobilenetv3_small_050 FPN-64, {args.size} px, batch {args.batch_size}, "
+        results["overhead"] = {"setting": f"{MODELS[args.model][1]}, {args.size} px, batch {args.batch_size}, "
                                           f"{args.threads} thread(s), CPU", "steps_per_epoch": args.steps,
+                               "model": args.model, "worker_niceness": os.environ.get("RAY_worker_niceness", "15 (Ray's default)"),
                                "workers": cfg.num_workers,
                                "ray": ray_result, "plain": plain}
         log.info("overhead: %s", results["overhead"])

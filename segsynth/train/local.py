@@ -110,7 +110,7 @@ def run_local(cfg: TrainConfig, rows: dict[str, list[dict]] | None = None) -> di
     session = LocalSession(cfg, rows)
     started = time.perf_counter()
     train_loop(cfg, n_steps, session)
-    last = session.reports[-1] if session.reports else {}
+    last = session.reports[-1] if session.reports else _finished(session.latest)
     summary = {
         "out": cfg.out, "best": io.join(cfg.out, "best") if io.exists(io.join(cfg.out, "best", "model_card.json")) else None,
         "select_on": cfg.select_on, "best_score": last.get("best_score"), "best_step": last.get("best_step"),
@@ -123,3 +123,13 @@ def run_local(cfg: TrainConfig, rows: dict[str, list[dict]] | None = None) -> di
     }
     io.write_bytes(io.join(cfg.out, "summary.json"), json.dumps(summary, indent=2, default=str).encode())
     return summary
+
+
+def _finished(folder: str) -> dict:
+    """What a run that had nothing left to train reports: its latest checkpoint's loop state."""
+    from segsynth.train.loop import read_checkpoint
+
+    if not Path(folder, "state.pt").is_file():
+        return {}
+    loop = read_checkpoint(folder)[1]["loop"]
+    return {"step": loop["step"], "epoch": loop["epoch"], "best_score": loop["best_score"], "best_step": loop["best_step"]}

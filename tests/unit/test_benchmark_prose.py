@@ -131,7 +131,7 @@ def train_results(gpu: bool) -> dict:
     r = {"argv": "--write", "date": "2026-11-25", "target_ratio": 0.9,
          "gpu_setting": {"encoder": "efficientnet-b5", "size": 512, "batch": 8, "amp": "bf16"},
          "overhead": {"setting": "tu-mobilenetv3_small_050 FPN-64, 128 px, batch 8, 1 thread(s), CPU",
-                      "steps_per_epoch": 40, "workers": 1,
+                      "steps_per_epoch": 40, "workers": 1, "model": "tiny", "worker_niceness": "0",
                       "ray": {"steps_per_s": 5.19, "steady_steps_per_s": 5.31, "iterator_start_s": 0.37,
                               "epochs_timed": 2, "steps": 120, "wall_s": 56.4},
                       "plain": {"steps_per_s": 6.06, "before": 5.71, "after": 6.41}},
