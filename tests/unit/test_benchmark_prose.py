@@ -236,7 +236,9 @@ def ablation_results() -> dict:
             "sets": [{"label": label, "select": sel} for label, sel in sets], "curves_png": "docs/ablation_curves.png",
             "settings": {"steps": 300, "val_every": 50, "encoder": "tu-tf_efficientnet_lite0", "size": 224, "batch_size": 8,
                          "samples_per_cutout": 2, "seeds": "0,1", "products": 1324, "slope_per": 100},
-            "variants": variants}
+            "variants": variants, "diversity": {"batch_size": 8, "pool_rows": 256,
+                                                 "product": {"ray_loader": 6.918, "global_permutation": 7.982},
+                                                 "mixed": {"ray_loader": 7.988, "global_permutation": 7.97}}}
 
 
 def evaluation_results() -> dict:
