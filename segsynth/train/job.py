@@ -131,7 +131,9 @@ def _absolute(cfg: TrainConfig) -> TrainConfig:
     if weights and weights != "imagenet" and (os.path.exists(weights) or "/" in weights):
         weights = fix(weights)
     data = tuple(dataclasses.replace(s, path=fix(s.path)) for s in cfg.data)
-    val_data = tuple(dataclasses.replace(v, path=fix(v.path), name=v.label) for v in cfg.val_data)
+    val_data = tuple(dataclasses.replace(v, path=fix(v.path), name=v.label,
+                                         stems=fix(v.stems) if v.stems and v.stems.lower().endswith(".csv") else v.stems)
+                     for v in cfg.val_data)
     return dataclasses.replace(cfg, out=fix(cfg.out), data=data, val_data=val_data, encoder_weights=weights)
 
 
