@@ -76,12 +76,30 @@ def _main(args: argparse.Namespace) -> int:
     raise ValueError(f"unknown review command {cmd!r}")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # another host name: reachable from elsewhere, as far as we know
+        return False
+
+
 def serve(task: str, host: str = "127.0.0.1", port: int = 8300) -> int:
-    """Serve the task's app until Ctrl-C."""
+    """Serve the task's app until Ctrl-C. A task without a token is served on loopback only:
+    on an open port anyone could answer, and hold every slot under made-up names."""
     import uvicorn
 
     from segsynth.review.app import create_app
+    from segsynth.review.store import Store
 
+    if not is_loopback(host) and not Store(task).meta.get("token"):
+        raise io.InputError(f"--host {host}: {task} has no token, so anyone who reaches the port could answer (and "
+                            "lease every item under made-up names); create the task with token=SECRET for annotators "
+                            "on other machines, or serve it on --host 127.0.0.1")
     app = create_app(task)  # a folder that holds no task fails here, before the port is taken
     io.require_port(host, port, "--port")
     log.info("review: %s at http://%s:%d (API docs at /docs)", task, host, port)

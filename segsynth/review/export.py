@@ -4,7 +4,9 @@ accepted masks as a labelled folder.
 Writes ``DIR/answers.parquet`` and ``DIR/answers.csv`` (one row per current answer: ``item``
 (the stem), ``annotator``, ``choice`` (what it means: a candidate's name, ``none``, ``tie``,
 ``skip``), ``key`` (what was pressed), ``version``, ``shown``, ``created_at``, ``latency_ms``,
-``category``, ``item_id``; ``segsynth eval`` reads it as ``preferences``), ``DIR/results.json``
+``category``, ``item_id``; ``segsynth eval`` reads it as ``preferences``; in the CSV a text cell
+that a spreadsheet would take for a formula, e.g. an annotator named ``=2+3``, starts with ``'``,
+the parquet keeps every value as given), ``DIR/results.json``
 (majority per item, agreement, win rates and ranking for a study: :mod:`segsynth.review.results`)
 and, for pick and accept tasks, the labelled folder ``DIR/images/``, ``DIR/masks/``,
 ``DIR/categories.csv`` of the items whose majority chose a candidate, which training
@@ -27,6 +29,13 @@ from segsynth.review.store import Store
 log = logging.getLogger(__name__)
 
 ANSWER_COLUMNS = ("item", "annotator", "choice", "key", "version", "shown", "created_at", "latency_ms", "category", "item_id")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what Excel, LibreOffice and Sheets read as a formula (OWASP)
+
+
+def spreadsheet_safe(value):
+    """``value`` for a CSV cell: text a spreadsheet would evaluate gets a leading ``'`` (shown as
+    text, the quote hidden); numbers and other text as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
 def answer_rows(store: Store) -> list[dict]:
@@ -63,7 +72,7 @@ def export(task_dir: str, out: str) -> dict:
     buf = _pyio.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(ANSWER_COLUMNS))
     w.writeheader()
-    w.writerows(rows)
+    w.writerows({k: spreadsheet_safe(v) for k, v in r.items()} for r in rows)
     (dest / "answers.csv").write_text(buf.getvalue())
     res = task_results(store)
     (dest / "results.json").write_text(json.dumps({**res, "flags": store.flags(), "progress": store.progress()},

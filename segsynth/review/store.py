@@ -4,18 +4,24 @@ Assignment: each item has ``annotators_per_item`` (K) slots. :meth:`Store.next_i
 annotator one item at a time under a lease (``lease_minutes``): an item they have not answered
 (or skipped) before, whose answers plus other people's live leases leave a slot free. A lease
 that expires goes back to the queue, so a closed tab loses nothing; every hand-out and answer is
-one ``BEGIN IMMEDIATE`` transaction, so two annotators never get the same slot.
+one ``BEGIN IMMEDIATE`` transaction, so two annotators never get the same slot. Every path that
+adds an answer (a hand-out, an answer, an edit that turns a skip into an answer, an undo that
+takes back a skip) asks the one slot rule, :func:`_taken`.
 
 Answers keep the annotator, time, latency, the choice as the annotator saw it (a display id
 ``"1".."9"``, ``none``, ``tie``, ``skip``) and as it means (the candidate's name and version,
 ``none``, ``tie``); an edit or an undo supersedes the old row instead of deleting it.
 
 A compare task shows its candidates in a random order per item and annotator
-(``rng_for(seed, "order", item, annotator)``): display ids map to models on the server only.
+(``rng_for(seed, "order", item, annotator)``): display ids map to models on the server only, and
+the app addresses each candidate's images by an opaque view id per (item, annotator, candidate)
+(:meth:`Store.view_ids`), so no URL says which model is which.
 """
 from __future__ import annotations
 
 import json
+import math
+import secrets
 import sqlite3
 import threading
 import time
@@ -28,7 +34,7 @@ from typing import Iterator
 from segsynth.rng import rng_for
 
 DB_FILE = "task.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the views table (a version-1 file gets it at its first lease or view)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,6 +59,20 @@ CREATE TABLE IF NOT EXISTS flags (
     item_id TEXT NOT NULL REFERENCES items(item_id), annotator TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL);
 """
+VIEWS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS views (
+    view_id TEXT PRIMARY KEY, item_id TEXT NOT NULL REFERENCES items(item_id), annotator TEXT NOT NULL,
+    cand_id TEXT NOT NULL, UNIQUE (item_id, annotator, cand_id));
+"""
+
+
+def _taken(item: str) -> str:
+    """SQL for the slots of item ``item`` (a column or ``:item``) that other people fill: their
+    current answers that are not skips, and their live leases. The one slot rule: an annotator
+    may add an answer only while this is below K. Parameters ``:who`` and ``:now``."""
+    return (f"((SELECT COUNT(*) FROM answers a WHERE a.item_id={item} AND a.superseded=0 AND a.choice!='skip' "
+            f"AND a.annotator!=:who) + (SELECT COUNT(*) FROM leases l WHERE l.item_id={item} "
+            f"AND l.expires_at>:now AND l.annotator!=:who))")
 
 
 class ReviewError(Exception):
@@ -70,6 +90,7 @@ class Lease:
     expires_at: float
     order: tuple[str, ...]  # cand_ids in display order: display id "1" is order[0]
     resumed: bool  # the annotator's own live lease, handed out again (a reload)
+    views: tuple[str, ...] = ()  # the opaque view id of each candidate, in display order (see Store.view_ids)
 
 
 def _order(kind: str, seed: int, item_id: str, annotator: str, cand_ids: list[str]) -> tuple[str, ...]:
@@ -103,7 +124,7 @@ class Store:
         con = sqlite3.connect(path)
         try:
             con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(SCHEMA)
+            con.executescript(SCHEMA + VIEWS_SCHEMA)
             with con:
                 con.executemany("INSERT INTO meta VALUES (?, ?)",
                                 [(k, json.dumps(v)) for k, v in {**meta, "schema": SCHEMA_VERSION, "status": "open",
@@ -190,6 +211,7 @@ class Store:
         return [r[0] for r in con.execute("SELECT cand_id FROM candidates WHERE item_id=? ORDER BY position", (item_id,))]
 
     def _check_item(self, con: sqlite3.Connection, item_id: str) -> None:
+        check_text(item_id, "item_id")
         if con.execute("SELECT 1 FROM items WHERE item_id=?", (item_id,)).fetchone() is None:
             raise ReviewError(404, "unknown_item", f"item {item_id!r} is not in this task")
 
@@ -209,11 +231,11 @@ class Store:
                 con.execute("UPDATE leases SET expires_at=? WHERE item_id=? AND annotator=?", (expires, held[0], annotator))
                 return self._lease(con, held[0], annotator, expires, resumed=True)
             row = con.execute(
-                """SELECT i.item_id FROM items i
-                   WHERE NOT EXISTS (SELECT 1 FROM answers a WHERE a.item_id=i.item_id AND a.annotator=? AND a.superseded=0)
-                     AND (SELECT COUNT(*) FROM answers a WHERE a.item_id=i.item_id AND a.superseded=0 AND a.choice!='skip')
-                       + (SELECT COUNT(*) FROM leases l WHERE l.item_id=i.item_id) < ?
-                   ORDER BY i.position LIMIT 1""", (annotator, self.per_item)).fetchone()
+                f"""SELECT i.item_id FROM items i
+                    WHERE NOT EXISTS (SELECT 1 FROM answers a WHERE a.item_id=i.item_id AND a.annotator=:who
+                                      AND a.superseded=0)
+                      AND {_taken("i.item_id")} < :k
+                    ORDER BY i.position LIMIT 1""", {"who": annotator, "now": now, "k": self.per_item}).fetchone()
             if row is None:
                 return None
             con.execute("INSERT INTO leases VALUES (?, ?, ?, ?)", (row[0], annotator, now, expires))
@@ -221,7 +243,51 @@ class Store:
 
     def _lease(self, con, item_id: str, annotator: str, expires: float, resumed: bool) -> Lease:
         order = _order(self.kind, int(self.meta["seed"]), item_id, annotator, self._cand_ids(con, item_id))
-        return Lease(item_id, annotator, expires, order, resumed)
+        return Lease(item_id, annotator, expires, order, resumed, self._view_ids(con, item_id, annotator, order))
+
+    def _require_slot(self, con, item_id: str, annotator: str, now: float, why: str) -> None:
+        """Refuses (409 ``item_full``) when other people fill every slot of the item (:func:`_taken`)."""
+        taken = con.execute(f"SELECT {_taken(':item')}", {"item": item_id, "who": annotator, "now": now}).fetchone()[0]
+        if taken >= self.per_item:
+            raise ReviewError(409, "item_full", f"item {item_id!r} has all its {self.per_item} answer(s) from other "
+                                                f"people now; {why}")
+
+    def view_ids(self, item_id: str, annotator: str, order: tuple[str, ...]) -> tuple[str, ...]:
+        """Opaque ids of the candidates' views for ``annotator`` on ``item_id``, in display
+        ``order``: random, made on first use, the same on every later call (a reload shows the same
+        URLs, so the browser's cache works); nothing in them says which candidate is which."""
+        con = self.connect()
+        try:  # a read first: every hand-out after the first of an item to an annotator writes nothing
+            exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='views'").fetchone()
+            ids = exists and {r["cand_id"]: r["view_id"] for r in con.execute(
+                "SELECT cand_id, view_id FROM views WHERE item_id=? AND annotator=?", (item_id, annotator))}
+        finally:
+            con.close()
+        if ids and all(c in ids for c in order):
+            return tuple(ids[c] for c in order)
+        with self.transaction() as con:
+            return self._view_ids(con, item_id, annotator, order)
+
+    @staticmethod
+    def _view_ids(con, item_id: str, annotator: str, order: tuple[str, ...]) -> tuple[str, ...]:
+        """:meth:`view_ids` inside a write transaction."""
+        con.execute(VIEWS_SCHEMA.strip().rstrip(";"))  # a version-1 task file gets the table here
+        for cand_id in order:
+            con.execute("INSERT OR IGNORE INTO views VALUES (?, ?, ?, ?)",
+                        (secrets.token_urlsafe(12), item_id, annotator, cand_id))
+        ids = {r["cand_id"]: r["view_id"] for r in con.execute(
+            "SELECT cand_id, view_id FROM views WHERE item_id=? AND annotator=?", (item_id, annotator))}
+        return tuple(ids[c] for c in order)
+
+    def view(self, view_id: str) -> tuple[str, str] | None:
+        """``(item_id, cand_id)`` of an opaque view id; None when there is no such view."""
+        con = self.connect()
+        try:
+            exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='views'").fetchone()
+            row = exists and con.execute("SELECT item_id, cand_id FROM views WHERE view_id=?", (view_id,)).fetchone()
+            return (row["item_id"], row["cand_id"]) if row else None
+        finally:
+            con.close()
 
     def order_for(self, item_id: str, annotator: str) -> tuple[str, ...]:
         con = self.connect()
@@ -248,8 +314,10 @@ class Store:
 
     def answer(self, item_id: str, annotator: str, choice: str, latency_ms: float | None = None,
                now: float | None = None) -> dict:
-        """Store ``annotator``'s answer on the item leased to them (one transaction); the lease ends."""
+        """Store ``annotator``'s answer on the item leased to them (one transaction); the lease ends.
+        ``latency_ms``: the time the item was on screen, finite and >= 0, or None."""
         annotator = check_annotator(annotator)
+        latency_ms = check_latency(latency_ms)
         now = time.time() if now is None else now
         with self.transaction() as con:
             self._require_open(con)
@@ -266,6 +334,8 @@ class Store:
                                   f"item {item_id!r} is not leased to {annotator} (the lease "
                                   + ("expired" if lease else "was never given") + "); ask GET /api/next for an item")
             meaning, version, shown = self._meaning(con, item_id, annotator, choice)
+            if choice != "skip":
+                self._require_slot(con, item_id, annotator, now, "ask GET /api/next for another item")
             cur = con.execute("INSERT INTO answers (item_id, annotator, choice, meaning, version, shown, created_at, latency_ms) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                               (item_id, annotator, choice, meaning, version, json.dumps(shown), now, latency_ms))
@@ -279,11 +349,13 @@ class Store:
         with self.transaction() as con:
             self._require_open(con)
             self._check_item(con, item_id)
-            old = con.execute("SELECT answer_id, latency_ms FROM answers WHERE item_id=? AND annotator=? AND superseded=0",
-                              (item_id, annotator)).fetchone()
+            old = con.execute("SELECT answer_id, choice, latency_ms FROM answers WHERE item_id=? AND annotator=? "
+                              "AND superseded=0", (item_id, annotator)).fetchone()
             if old is None:
                 raise ReviewError(404, "no_answer", f"{annotator} has no answer on item {item_id!r} to change")
             meaning, version, shown = self._meaning(con, item_id, annotator, choice)
+            if old["choice"] == "skip" and choice != "skip":  # a skip held no slot: this answer needs one
+                self._require_slot(con, item_id, annotator, now, "your skip stays")
             con.execute("UPDATE answers SET superseded=1 WHERE answer_id=?", (old["answer_id"],))
             cur = con.execute("INSERT INTO answers (item_id, annotator, choice, meaning, version, shown, created_at, latency_ms) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -297,10 +369,12 @@ class Store:
         now = time.time() if now is None else now
         with self.transaction() as con:
             self._require_open(con)
-            last = con.execute("SELECT answer_id, item_id FROM answers WHERE annotator=? AND superseded=0 "
+            last = con.execute("SELECT answer_id, item_id, choice FROM answers WHERE annotator=? AND superseded=0 "
                                "ORDER BY answer_id DESC LIMIT 1", (annotator,)).fetchone()
             if last is None:
                 return None
+            if last["choice"] == "skip":  # a skip held no slot: the lease that replaces it needs one
+                self._require_slot(con, last["item_id"], annotator, now, "your skip stays (nothing to undo into)")
             con.execute("UPDATE answers SET superseded=1 WHERE answer_id=?", (last["answer_id"],))
             con.execute("DELETE FROM leases WHERE annotator=?", (annotator,))
             expires = now + 60.0 * float(self.meta["lease_minutes"])
@@ -309,6 +383,7 @@ class Store:
 
     def flag(self, item_id: str, annotator: str, note: str = "") -> None:
         annotator = check_annotator(annotator)
+        note = check_text(note, "note")
         with self.transaction() as con:
             self._check_item(con, item_id)
             con.execute("INSERT INTO flags VALUES (?, ?, ?, ?)", (item_id, annotator, note[:500], time.time()))
@@ -384,10 +459,12 @@ class Store:
                 "SELECT annotator, SUM(choice!='skip'), SUM(choice='skip') FROM answers WHERE superseded=0 GROUP BY annotator")}
             leased = con.execute("SELECT COUNT(*) FROM leases WHERE expires_at > ?", (now,)).fetchone()[0]
             slots = n_items * self.per_item
-            answered = sum(min(v, self.per_item) for v in per.values())
+            answered = sum(per.values())  # the true count: an item over its K shows, it is not capped away
+            filled = sum(min(v, self.per_item) for v in per.values())
             return {"items": n_items, "annotators_per_item": self.per_item, "slots": slots, "answered": answered,
-                    "items_done": done, "leased": leased, "open": self.is_open(con),
-                    "fraction": round(answered / slots, 4) if slots else 1.0, "annotators": annotators}
+                    "slots_filled": filled, "over_slots": answered - filled, "items_done": done, "leased": leased,
+                    "open": self.is_open(con), "fraction": round(filled / slots, 4) if slots else 1.0,
+                    "annotators": annotators}
         finally:
             con.close()
 
@@ -401,9 +478,31 @@ def _write_lock(path: Path) -> threading.Lock:
         return _LOCKS.setdefault(str(path.resolve()), threading.Lock())
 
 
+def check_text(value: str, what: str) -> str:
+    """``value`` when it can be stored (UTF-8 encodable: a lone surrogate such as JSON's
+    ``"\\ud800"`` cannot); else a 422 naming ``what``."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ReviewError(422, "bad_text", f"{what}: {value[e.start:e.end]!r} at position {e.start} is not a "
+                                           "character (a lone surrogate); send text as UTF-8") from None
+    return value
+
+
 def check_annotator(name: str) -> str:
-    """An annotator's name as given, stripped; refused when empty or overlong."""
-    name = (name or "").strip()
+    """An annotator's name as given, stripped; refused when empty, overlong or not text."""
+    name = check_text((name or "").strip(), "annotator")
     if not name or len(name) > 64 or any(c in name for c in "/\\\n\r\t"):
         raise ReviewError(422, "bad_annotator", "give your name (1-64 characters, no slashes or line breaks)")
     return name
+
+
+def check_latency(latency_ms: float | None) -> float | None:
+    """The time an item was on screen in ms: finite and >= 0, or None; else a 422."""
+    if latency_ms is None:
+        return None
+    if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)) or not math.isfinite(latency_ms) \
+            or latency_ms < 0:
+        raise ReviewError(422, "bad_latency", f"latency_ms={latency_ms!r}: give the milliseconds the item was shown "
+                                              "(a finite number >= 0), or leave it out")
+    return float(latency_ms)

@@ -247,9 +247,10 @@ def test_a_token_task_refuses_calls_without_it(tmp_path):
 
     make_task(tmp_path, token="s3cret")
     c = TestClient(create_app(tmp_path / "task"))
-    assert c.get("/api/task").json()["token_required"] is True
+    assert c.get("/api/task").status_code == 401
+    assert c.get("/api/task", headers={"Authorization": "Bearer s3cret"}).json()["token_required"] is True
     assert c.get("/api/next", params={"annotator": "ana"}).status_code == 401
-    assert c.get("/api/next", params={"annotator": "ana"}, headers={"X-Review-Token": "s3cret"}).status_code == 200
+    assert c.get("/api/next", params={"annotator": "ana"}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
 # ---------------------------------------------------------------- export
