@@ -122,6 +122,16 @@ def test_views_are_opaque_per_item_annotator_and_candidate(tmp_path):
     assert client.get("/media/view/not-a-view-id-000/checker.jpg").status_code == 404
 
 
+def test_a_task_made_before_views_had_ids_gets_them(tmp_path):
+    client, store = _client(tmp_path, kind="compare")
+    with store.transaction() as con:
+        con.execute("DROP TABLE views")  # a task file of schema version 1
+    assert client.get("/media/view/not-a-view-id-000/checker.jpg").status_code == 404
+    item = client.get("/api/next", params={"annotator": "ana"}).json()
+    url = item["candidates"][0]["views"]["white"]
+    assert VIEW_URL.match(url) and client.get(url).headers["content-type"] == "image/jpeg"
+
+
 # ---------------------------------------------------------------- 4. the token on every route
 def _fill(path: str, item_id: str, view_id: str) -> str:
     return (path.replace("{item_id}", item_id).replace("{view_id}", view_id)
