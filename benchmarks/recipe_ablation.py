@@ -176,9 +176,11 @@ def train_config(name: str, variant: Variant, synth: Path, seed: int, args, out:
 def train(cfg) -> dict:
     from segsynth.train.local import run_local
 
-    done = Path(cfg.out) / "summary.json"
-    if done.is_file() and json.loads(done.read_text()).get("steps") == cfg.max_steps_per_epoch:
-        log.info("%s: reusing the finished run", cfg.out)
+    from segsynth.config import dump_config
+
+    done, resolved = Path(cfg.out) / "summary.json", Path(cfg.out) / "config.yaml"
+    if done.is_file() and resolved.is_file() and resolved.read_text() == dump_config(cfg):
+        log.info("%s: reusing the finished run", cfg.out)  # same settings, finished: nothing to train
         return json.loads(done.read_text())
     summary = run_local(cfg)
     gc.collect()
