@@ -28,16 +28,21 @@ class ServeConfig:
     access_log: bool = False        # a log line per request costs CPU in the replica and the log monitor
     num_replicas: int = 1  # ignored when autoscaling is set
     autoscaling: dict[str, Any] | None = None  # Serve autoscaling_config, e.g. {min_replicas: 1, max_replicas: 4}
-    num_cpus: float = 1.0  # per replica
+    num_cpus: float = 1.0  # per replica; also the model's threads (rounded up) unless predictor_options sets them
     num_gpus: float = 0.0  # per replica; a fraction (0.25) packs several replicas on one GPU
     max_upload_bytes: int = 20_000_000  # per file; bigger uploads get 413
     max_pixels: int = 40_000_000  # width * height from the header; bigger images get 413 before decoding
     max_files_per_request: int = 16  # for /v1/remove:batch
     max_request_bytes: int = 64_000_000  # a whole request body (413 beyond): 16 x 20 MB in one request is not on
-    # images, bodies and their working memory (~32 bytes per pixel) a replica holds at once; beyond it requests
-    # wait up to memory_wait_s, then 503 (the client retries); an image needing more than all of it gets 413
+    # bodies and images' working memory a replica holds at once (32-64 bytes per pixel: uploads.working_bytes, from
+    # the headers). A request's images are reserved together before any is decoded: one that does not fit now waits
+    # up to memory_wait_s, then 503 with Retry-After (the client retries); one needing more than all of it gets 413
     memory_budget_bytes: int = 2_000_000_000
     memory_wait_s: float = 10.0
+    # a response's body (an image, a batch's zip or JSON) beyond this is 413 (per file in a batch); Ray Serve's
+    # proxy must accept it too: `segsynth serve` sets $RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH to match for the
+    # Ray it starts; on a cluster, set it on every node (gRPC's default, 4 MiB, is the limit without it)
+    max_response_bytes: int = 256_000_000
     # a slow client's hold on a request slot: the whole body within body_timeout_s, and on average at least
     # min_body_rate bytes/s after the first 2 s (1 byte a second, to hold every slot, gets 408); null turns one off
     body_timeout_s: float | None = 60.0
@@ -79,7 +84,8 @@ class ServeConfig:
         if not self.route_prefix.startswith("/"):
             raise ConfigError(f"route_prefix={self.route_prefix!r} must start with '/'")
         for key in ("max_upload_bytes", "max_pixels", "max_files_per_request", "num_replicas", "demo_limit",
-                    "max_request_bytes", "memory_budget_bytes", "max_header_bytes", "max_headers"):
+                    "max_request_bytes", "memory_budget_bytes", "max_header_bytes", "max_headers",
+                    "max_response_bytes"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}; must be >= 1")
         for key in ("memory_wait_s", "body_timeout_s", "min_body_rate"):

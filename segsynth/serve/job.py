@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+import ray
 from ray import cloudpickle, serve
 
 from segsynth import console, io
@@ -29,7 +30,7 @@ from segsynth.config import ConfigError, save_config
 from segsynth.config import load_config
 from segsynth.serve.config import ServeConfig
 from segsynth.serve import service as service_module
-from segsynth.serve.service import RemovalService, api
+from segsynth.serve.service import RESPONSE_HEADROOM, RESPONSE_LIMIT_ENV, RemovalService, api
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,21 @@ class BackgroundRemoval(RemovalService):
     """A Serve replica of :class:`segsynth.serve.service.RemovalService`: the ingress and the
     model in one deployment (no second hop), concurrent requests batched by its own
     :class:`~segsynth.serve.batcher.Batcher`."""
+
+    def __init__(self, cfg: ServeConfig):
+        # the CPUs Ray gave this replica, which a Serve config's ray_actor_options may set apart from cfg.num_cpus:
+        # the model's threads follow them (segsynth.serve.service.model_threads)
+        super().__init__(dataclasses.replace(cfg, num_cpus=replica_cpus(cfg.num_cpus)))
+
+
+def replica_cpus(default: float) -> float:
+    """The CPUs Ray assigned the calling actor (0 when it asked for none); ``default`` outside one."""
+    if not ray.is_initialized():
+        return default
+    context = ray.get_runtime_context()
+    if context.get_actor_id() is None:
+        return default
+    return float(context.get_assigned_resources().get("CPU", 0.0))
 
 
 def build_app(cfg: ServeConfig):
@@ -81,6 +97,9 @@ def start(cfg: ServeConfig, address: str | None = None, ready_timeout_s: float =
         io.require_input(cfg.model, "model")  # before Ray starts: a wrong path fails in a second
     if not (address or os.environ.get("RAY_ADDRESS")):  # a cluster may be serving on it already: redeploy
         io.require_port(cfg.host, cfg.port)
+    if not (address or os.environ.get("RAY_ADDRESS") or ray.is_initialized()):
+        # the Ray started here inherits this: its Serve proxy accepts the responses cfg allows (see ServeConfig)
+        os.environ.setdefault(RESPONSE_LIMIT_ENV, str(min(cfg.max_response_bytes + RESPONSE_HEADROOM, 2**31 - 1)))
     init_ray(address)
     console.route_library_logs()  # Serve sets up its own console logging: ours again, before and after
     serve.start(http_options={"host": cfg.host, "port": cfg.port})

@@ -22,12 +22,17 @@ Endpoints (under ``route_prefix``):
   ``GET /docs`` and ``/openapi.json``.
 
 The request path, in order: :class:`segsynth.webapi.RequestGuard` (header limits 431, token 401,
-body read deadlines 408), the body read (413 over the byte limit, before and while reading), the
-header-only open of each image (413 over the pixel limit), a reservation in the replica's
-:class:`~segsynth.serve.budget.MemoryBudget` (waits, then 503; 413 for an image that alone
-exceeds it), decoding in a worker thread, the :class:`~segsynth.serve.batcher.Batcher` (one
-forward pass for the images that arrived while the previous one ran), rendering and encoding in
-a worker thread (422 for an output beyond its format's size). Each response carries a
+body read deadlines 408), the body read (413 over the byte limit, before and while reading; its
+size, twice for a multipart body, held in the replica's
+:class:`~segsynth.serve.budget.MemoryBudget`), the multipart parse in memory
+(:mod:`segsynth.serve.multipart`), the header-only open of each image (413 over the pixel limit),
+one reservation for all the request's images from their headers (:func:`working_bytes`: pixels x
+the worst bytes per pixel of their mode and the output asked for; 413 when the request could
+never fit, else it waits, then 503 with Retry-After), decoding in a worker thread, the
+:class:`~segsynth.serve.batcher.Batcher` (one forward pass for the images that arrived while the
+previous one ran), rendering and encoding in a worker thread (422 for an output beyond its
+format's size; 413 for a response over ``max_response_bytes`` or what Ray Serve's proxy accepts,
+per file in a batch). Each response carries a
 ``Server-Timing`` header with the time of each of those hops (``read``, ``decode``, ``queue``,
 ``model``, ``encode``, ``app`` for all of them); ``/v1/stats`` sums them.
 
@@ -45,6 +50,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import os
 import posixpath
 import tempfile
@@ -56,22 +62,28 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from segsynth import io
-from segsynth.predict import ORT_SPIN_ENV
+from segsynth.config import ConfigError
+from segsynth.predict import ORT_SPIN_ENV, infer_kind
 from segsynth.serve.batcher import Batcher
 from segsynth.serve.budget import MemoryBudget
 from segsynth.serve.config import ServeConfig
-from segsynth.serve.uploads import (OPTION_NAMES, CutoutOptions, UploadError, load_upload, open_upload, render_cutout,
-                                    working_bytes)
+from segsynth.serve.multipart import MEMORY_FACTOR, parse_multipart
+from segsynth.serve.uploads import (FIXED_WORKING_BYTES, OPTION_NAMES, CutoutOptions, UploadError, load_upload,
+                                    open_upload, render_cutout, working_bytes)
 from segsynth.webapi import (bearer_token, install_error_handlers, install_request_guard, json_error, request_limits,
                              set_bearer_token, set_request_limits)
 
 log = logging.getLogger(__name__)
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the files themselves
+# Ray Serve's proxy takes a replica's answer as gRPC messages of at most this many bytes (the variable, read
+# by the proxy and the replica alike from their node's environment; gRPC's default of 4 MiB without it),
+# and the replica sends a response as one message: a larger one reaches the client as the proxy's 500
+RESPONSE_LIMIT_ENV = "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"
+RESPONSE_LIMIT_DEFAULT = 4 * 1024 * 1024
+RESPONSE_HEADROOM = 64 * 1024  # the status, headers and pickling around the body in that message
 
 api = FastAPI(
     title="segsynth background removal",
@@ -100,11 +112,37 @@ def fetch_model(path: str) -> str:
     return os.path.join(local, posixpath.basename(path))
 
 
+def model_threads(num_cpus: float) -> int:
+    """The model's intra-op threads for a replica of ``num_cpus`` CPUs: as many as it asked for
+    (rounded up), at least one; never every core of the node, which other replicas share."""
+    return max(1, math.ceil(num_cpus))
+
+
+def predictor_options(cfg: ServeConfig) -> dict[str, Any]:
+    """``cfg.predictor_options``, with ``threads`` from the replica's ``num_cpus``
+    (:func:`model_threads`) unless set there; a kind without threads (white-threshold) gets none."""
+    options = dict(cfg.predictor_options)
+    if "threads" not in options and (cfg.kind or infer_kind(cfg.model)) != "white-threshold":
+        options["threads"] = model_threads(cfg.num_cpus)
+    return options
+
+
+def response_limit(cfg: ServeConfig) -> int:
+    """The largest response body a replica sends: ``cfg.max_response_bytes``, within what Ray
+    Serve's proxy accepts (:data:`RESPONSE_LIMIT_ENV`)."""
+    try:
+        transport = int(os.environ.get(RESPONSE_LIMIT_ENV) or RESPONSE_LIMIT_DEFAULT)
+    except ValueError:
+        raise ConfigError(f"${RESPONSE_LIMIT_ENV}={os.environ[RESPONSE_LIMIT_ENV]!r}; expected a number of "
+                          "bytes") from None
+    return max(1, min(cfg.max_response_bytes, transport - RESPONSE_HEADROOM))
+
+
 def load_model(cfg: ServeConfig):
     """The predictor for ``cfg.model`` (kind inferred unless ``cfg.kind``), created once."""
     from segsynth.predict import load_predictor
 
-    predictor = load_predictor(fetch_model(cfg.model) if cfg.model else None, kind=cfg.kind, **cfg.predictor_options)
+    predictor = load_predictor(fetch_model(cfg.model) if cfg.model else None, kind=cfg.kind, **predictor_options(cfg))
     if hasattr(predictor, "batch_size"):  # a whole batch in one forward pass (sizes mix freely)
         predictor.batch_size = max(predictor.batch_size, cfg.max_batch_size)
     return predictor
@@ -154,11 +192,11 @@ def _request_body(many: bool) -> dict:
 
 
 _ERRORS = {s: {"description": d, "content": {"application/json": {"example": {"error": {"code": c, "message": "..."}}}}}
-           for s, d, c in [(400, "empty upload or bad option", "empty"), (413, "over the byte or pixel limit", "too_large"),
+           for s, d, c in [(400, "empty upload or bad option", "empty"), (413, "over the byte, pixel, memory or response limit", "too_large"),
                            (415, "not an image", "not_an_image"), (422, "corrupt or truncated image, or an output too large for its format", "truncated"),
                            (408, "the body arrived too slowly", "body_timeout"),
                            (431, "request headers too large", "headers_too_large"),
-                           (503, "the replica's memory budget stayed full (retry)", "busy")]}
+                           (503, "the replica's memory budget stayed full (retry after Retry-After)", "busy")]}
 
 
 class RemovalService:
@@ -176,6 +214,8 @@ class RemovalService:
         self.predictor.predict([np.zeros((64, 48, 3), np.uint8)] * cfg.max_batch_size)
         self.batcher = Batcher(self.predictor.predict, cfg.max_batch_size, cfg.batch_wait_timeout_s)
         self.budget = MemoryBudget(cfg.memory_budget_bytes, cfg.memory_wait_s)
+        self.max_response_bytes = response_limit(cfg)
+        self.model_threads = predictor_options(cfg).get("threads")
         self.load_s = round(time.perf_counter() - started, 2)
         self.counts: collections.Counter = collections.Counter()
         self.errors: collections.Counter = collections.Counter()
@@ -194,17 +234,20 @@ class RemovalService:
 
     @contextlib.asynccontextmanager
     async def _body(self, request: Request, max_files: int):
-        """Reads the body within the memory budget (the declared length, else the limit, is
-        reserved before a byte is read) and yields ``(files, background)``: ``files`` is
-        ``[(name, bytes)]`` from a multipart body's file fields (or the raw body), ``background``
-        the ``bg_image`` field's ``(name, bytes)`` or None. Bodies over the byte limit are
-        refused before and while reading them."""
+        """Reads the body within the memory budget and yields ``(files, background, reserved)``:
+        ``files`` is ``[(name, bytes)]`` from a multipart body's file fields (or the raw body),
+        ``background`` the ``bg_image`` field's ``(name, bytes)`` or None, ``reserved`` the bytes
+        held for the body. Reserved before a byte is read: the
+        declared length (else the limit), twice for a multipart body, whose parts are copies of its
+        slices (:mod:`segsynth.serve.multipart`: parsed in memory, no temp files). Bodies over the
+        byte limit are refused before and while reading them."""
         limit, multipart = self._body_limit(request, max_files)
         declared = request.headers.get("content-length", "")
         too_large = f"the request body is over the limit of {limit} bytes; send a smaller image"
         if declared.isdigit() and int(declared) > limit:
             raise UploadError(413, "too_large", too_large)
-        async with self.budget.reserve(int(declared) if declared.isdigit() else limit, "the request body"):
+        reserved = (int(declared) if declared.isdigit() else limit) * (MEMORY_FACTOR if multipart else 1)
+        async with self.budget.reserve(reserved, "the request body"):
             chunks, size = [], 0
             async for chunk in request.stream():
                 size += len(chunk)
@@ -214,72 +257,100 @@ class RemovalService:
             body = b"".join(chunks)
             del chunks
             if not multipart:
-                yield [("body", body)], None
+                yield [("body", body)], None, reserved
                 return
-            yield await self._parse_multipart(request, body, max_files)
+            yield (*self._form_files(body, request.headers.get("content-type", ""), max_files), reserved)
 
     @staticmethod
-    async def _parse_multipart(request: Request, body: bytes, max_files: int):
-        async def stream():
-            yield body
-
-        try:  # + 1: the bg_image field
-            form = await MultiPartParser(request.headers, stream(), max_files=max_files + 1, max_fields=32).parse()
-        except MultiPartException as e:
-            raise UploadError(400, "bad_multipart", f"the multipart body could not be parsed ({e.message}); "
-                                                    f"send at most {max_files} image(s) as field 'file'") from None
+    def _form_files(body: bytes, content_type: str, max_files: int):
+        parts = parse_multipart(body, content_type, max_files=max_files + 1)  # + 1: the bg_image field
         files, background = [], None
-        for field, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                item = (value.filename or f"file{len(files)}", await value.read())
-                await value.close()
-                if field == BACKGROUND_FIELD:
-                    background = (f"{BACKGROUND_FIELD} ({item[0]})", item[1])
-                else:
-                    files.append(item)
+        for part in parts:
+            if part.filename is None:  # a plain form field: options travel in the query string
+                continue
+            if part.field == BACKGROUND_FIELD:
+                background = (f"{BACKGROUND_FIELD} ({part.filename})", part.data)
+            else:
+                files.append((part.filename or f"file{len(files)}", part.data))
         if not files:
             raise UploadError(400, "no_file", "the multipart body holds no image; send it as field 'file'")
         if len(files) > max_files:
             raise UploadError(400, "bad_multipart", f"{len(files)} images; send at most {max_files} per request")
         return files, background
 
-    @contextlib.asynccontextmanager
-    async def _decoded(self, name: str, data: bytes, timing: dict | None = None, shadow: bool = False):
-        """The upload's pixels, decoded in a worker thread within the memory budget (reserved from
-        the header's size before decoding; released when the caller is done with them)."""
-        im = open_upload(data, name, self.cfg.max_upload_bytes, self.cfg.max_pixels)  # header only: cheap
-        try:
-            async with self.budget.reserve(working_bytes(*im.size, shadow=shadow), name):
-                t = time.perf_counter()
-                with self.batcher.incoming():  # a partial batch may wait for this one
-                    rgb = await asyncio.to_thread(load_upload, im, name)
-                if timing is not None:
-                    timing["decode"] = time.perf_counter() - t
-                yield rgb
-        finally:
-            im.close()
+    def _open(self, name: str, data: bytes):
+        """The upload's header, checked (:func:`open_upload`: its size and mode, no pixels yet)."""
+        return open_upload(data, name, self.cfg.max_upload_bytes, self.cfg.max_pixels)
 
-    async def _cutout(self, name: str, data: bytes, opts: CutoutOptions, background: np.ndarray | None,
+    @contextlib.asynccontextmanager
+    async def _admitted(self, images: list, background, opts: CutoutOptions, what: str, body_bytes: int):
+        """Holds, before a pixel is decoded, the working memory of every image of a request at once
+        (``images``: ``[(name, header)]``, ``background``: ``(name, header)`` or None), from their
+        headers (:func:`working_bytes`): a request needing more than the whole budget with its body
+        (``body_bytes``, held already) is 413 at once, one that does not fit now waits, then 503.
+        All at once, because a request's images are decoded and rendered together, and two requests
+        each holding part of what they need could wait on each other."""
+        needs = [(name, im, working_bytes(*im.size, im.mode, opts, background is not None)) for name, im in images]
+        if background is not None:
+            needs.append((*background, working_bytes(*background[1].size, background[1].mode)))
+        total = sum(need for _, _, need in needs)
+        if body_bytes + total > self.budget.limit:
+            raise self._over_budget(needs, total, body_bytes)
+        async with self.budget.reserve(total, what):
+            yield
+
+    def _over_budget(self, needs: list, total: int, body_bytes: int) -> UploadError:
+        limit = self.budget.limit - body_bytes  # what the images may have
+        budget = (f"the replica's memory budget of {self.budget.limit / 1e6:.0f} MB (memory_budget_bytes, "
+                  f"{body_bytes / 1e6:.0f} MB of it for the request's body)")
+        name, im, need = max(needs, key=lambda n: n[2])
+        w, h = im.size
+        if need > limit:
+            per_pixel = (need - FIXED_WORKING_BYTES) // (w * h)
+            fits = max(limit - FIXED_WORKING_BYTES, 0) // per_pixel
+            return UploadError(413, "over_memory_budget",
+                               f"{name}: {w}x{h} ({im.mode}) needs about {need / 1e6:.0f} MB in flight ({per_pixel} "
+                               f"bytes/pixel for this output), over {budget}; downscale it to at most {fits} pixels")
+        return UploadError(413, "over_memory_budget",
+                           f"the request's {len(needs)} images need about {total / 1e6:.0f} MB in flight together, "
+                           f"over {budget}; each fits on its own: send them in separate requests, or fewer per request")
+
+    async def _decode(self, name: str, im, timing: dict | None = None) -> np.ndarray:
+        """An opened upload's pixels, decoded in a worker thread (its memory is held already)."""
+        t = time.perf_counter()
+        with self.batcher.incoming():  # a partial batch may wait for this one
+            rgb = await asyncio.to_thread(load_upload, im, name)
+        if timing is not None:
+            timing["decode"] = time.perf_counter() - t
+        return rgb
+
+    async def _cutout(self, name: str, im, opts: CutoutOptions, background: np.ndarray | None,
                       timing: dict | None = None) -> tuple[bytes, str, tuple[int, int]]:
-        async with self._decoded(name, data, timing, opts.shadow) as rgb:
-            mask, batch = await self.batcher.submit(rgb)
-            t = time.perf_counter()
-            body, media_type = await asyncio.to_thread(render_cutout, rgb, mask, opts, background)
-            if timing is not None:
-                timing.update(queue=batch.queue_s, model=batch.model_s, encode=time.perf_counter() - t)
+        rgb = await self._decode(name, im, timing)
+        mask, batch = await self.batcher.submit(rgb)
+        t = time.perf_counter()
+        body, media_type = await asyncio.to_thread(render_cutout, rgb, mask, opts, background)
+        if timing is not None:
+            timing.update(queue=batch.queue_s, model=batch.model_s, encode=time.perf_counter() - t)
         self.counts["images"] += 1
         return body, media_type, (rgb.shape[1], rgb.shape[0])
 
-    @contextlib.asynccontextmanager
-    async def _background(self, background: tuple[str, bytes] | None, opts: CutoutOptions):
+    def _response_too_large(self, name: str, size: int, alone: bool) -> UploadError:
+        where = ("" if alone else " together with the files before it") + f", over the {self.max_response_bytes} " \
+                "bytes one response may carry (max_response_bytes, and Ray Serve's proxy limit " \
+                f"${RESPONSE_LIMIT_ENV} on the cluster's nodes)"
+        fix = "ask for format=webp or jpeg, or crop=true, or downscale the image" if alone else \
+            "send it in a request of its own"
+        return UploadError(413, "response_too_large", f"{name}: its cutout is {size} bytes{where}; {fix}")
+
+    def _background(self, background: tuple[str, bytes] | None, opts: CutoutOptions):
+        """The ``bg_image``'s ``(name, header)``, or None."""
         if background is None:
-            yield None
-            return
+            return None
         if opts.output != "composite":
             raise UploadError(400, "bad_option", f"{BACKGROUND_FIELD} is a background to composite over; leave out "
                                                  f"output={opts.output} (or send output=composite)")
-        async with self._decoded(*background) as rgb:
-            yield rgb
+        return background[0], self._open(*background)
 
     @staticmethod
     def _options(output, bg, threshold, fmt, crop=None, refine=None, shadow=None,
@@ -318,12 +389,22 @@ class RemovalService:
         try:
             # a bad option costs no body read (a multipart body may hold a bg_image: checked after it)
             self._options(output, bg, threshold, fmt, crop, refine, shadow, background=self._multipart(request))
-            async with self._body(request, max_files=1) as (files, background):
+            async with self._body(request, max_files=1) as (files, background, body_bytes):
                 timing["read"] = time.perf_counter() - started
                 opts = self._options(output, bg, threshold, fmt, crop, refine, shadow, background is not None)
                 (name, data), = files
-                async with self._background(background, opts) as bg_rgb:
-                    body, media_type, (w, h) = await self._cutout(name, data, opts, bg_rgb, timing)
+                with contextlib.ExitStack() as opened:  # headers only, closed whatever happens
+                    im = self._open(name, data)
+                    opened.callback(im.close)
+                    bg_im = self._background(background, opts)
+                    if bg_im is not None:
+                        opened.callback(bg_im[1].close)
+                    async with self._admitted([(name, im)], bg_im, opts, name, body_bytes):
+                        bg_rgb = None if bg_im is None else await self._decode(*bg_im)
+                        body, media_type, (w, h) = await self._cutout(name, im, opts, bg_rgb, timing)
+                        del bg_rgb
+                if len(body) > self.max_response_bytes:
+                    raise self._response_too_large(name, len(body), alone=True)
         except UploadError as e:
             self.errors[e.code] += 1
             raise
@@ -351,13 +432,48 @@ class RemovalService:
             self._options(output, bg, threshold, fmt, crop, refine, shadow, background=self._multipart(request))
             if response not in ("zip", "json"):
                 raise UploadError(400, "bad_option", f"response={response!r}; valid: zip, json")
-            async with self._body(request, max_files=self.cfg.max_files_per_request) as (files, background):
+            async with self._body(request, max_files=self.cfg.max_files_per_request) as (files, background,
+                                                                                        body_bytes):
                 opts = self._options(output, bg, threshold, fmt, crop, refine, shadow, background is not None)
-                async with self._background(background, opts) as bg_rgb:
-                    results = await asyncio.gather(*(self._one(n, d, opts, bg_rgb) for n, d in files))
+                with contextlib.ExitStack() as opened:  # headers only, closed whatever happens
+                    bg_im = self._background(background, opts)
+                    if bg_im is not None:
+                        opened.callback(bg_im[1].close)
+                    headers = []  # (name, its header or why it was refused)
+                    for name, data in files:
+                        try:
+                            headers.append((name, self._open(name, data)))
+                            opened.callback(headers[-1][1].close)
+                        except UploadError as e:
+                            self.errors[e.code] += 1
+                            headers.append((name, e))
+                    images = [(n, im) for n, im in headers if not isinstance(im, UploadError)]
+                    async with self._admitted(images, bg_im, opts, f"{len(images)} image(s) of a batch", body_bytes):
+                        bg_rgb = None if bg_im is None or not images else await self._decode(*bg_im)
+                        results = await asyncio.gather(*(self._one(n, im, opts, bg_rgb) for n, im in headers))
+                        del bg_rgb
+                        # assembled while the memory is still held: the outputs and the response are copies
+                        return self._batch_response(results, opts, response)
         except UploadError as e:
             self.errors[e.code] += 1
             raise
+
+    def _batch_response(self, results: list[dict], opts: CutoutOptions, response: str) -> Response:
+        """The zip (or JSON) of a batch's results in upload order; a result that would take the
+        response past ``max_response_bytes`` becomes that file's 413 and the rest still return."""
+        size = RESPONSE_HEADROOM  # the envelope, errors.json and names, on top of the outputs
+        for i, r in enumerate(results):
+            if not r["ok"]:
+                size += 1024
+                continue
+            cost = (len(r["body"]) + 2) // 3 * 4 if response == "json" else len(r["body"])
+            if size + cost + 1024 > self.max_response_bytes:
+                e = self._response_too_large(r["name"], len(r["body"]), alone=False)
+                self.errors[e.code] += 1
+                results[i] = {"name": r["name"], "ok": False, "status": e.status, **e.as_dict()}
+                size += 1024
+            else:
+                size += cost + 1024
         errors = [{k: v for k, v in r.items() if k != "ok"} for r in results if not r["ok"]]
         if len(errors) == len(results):  # nothing to return: answer with the first problem
             first = errors[0]
@@ -382,10 +498,13 @@ class RemovalService:
         return Response(buf.getvalue(), media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="cutouts.zip"'})
 
-    async def _one(self, name: str, data: bytes, opts: CutoutOptions, background: np.ndarray | None) -> dict:
-        """One file of a batch request: its result, or its error (the others go on)."""
+    async def _one(self, name: str, im, opts: CutoutOptions, background: np.ndarray | None) -> dict:
+        """One file of a batch request: its result, or its error (the others go on); ``im`` is its
+        opened header, or the :class:`UploadError` that refused it."""
+        if isinstance(im, UploadError):  # counted when its header was refused
+            return {"name": name, "ok": False, "status": im.status, **im.as_dict()}
         try:  # they meet in the same forward passes
-            body, media_type, (w, h) = await self._cutout(name, data, opts, background)
+            body, media_type, (w, h) = await self._cutout(name, im, opts, background)
             return {"name": name, "ok": True, "media_type": media_type, "width": w, "height": h, "body": body}
         except UploadError as e:
             self.errors[e.code] += 1
@@ -404,8 +523,9 @@ class RemovalService:
     @api.get("/v1/model", summary="The model card and serving settings")
     async def model(self) -> JSONResponse:
         c = self.cfg
-        serving = {k: getattr(c, k) for k in SERVING_KEYS}
-        return JSONResponse(_jsonable({**self.predictor.card, "serving": {**serving, "load_s": self.load_s}}))
+        serving = {**{k: getattr(c, k) for k in SERVING_KEYS}, "max_response_bytes": self.max_response_bytes,
+                   "model_threads": self.model_threads, "load_s": self.load_s}
+        return JSONResponse(_jsonable({**self.predictor.card, "serving": serving}))
 
     @api.get("/v1/stats", summary="Requests, batch sizes, time per hop and memory of this replica")
     async def stats(self) -> dict:

@@ -109,40 +109,102 @@ def load_upload(im: Image.Image, name: str = "upload") -> np.ndarray:
                                          "re-export or re-upload the file") from None
 
 
-# Working memory of one image through the endpoint, per pixel of the photo: numpy's peak under
-# tracemalloc over decode -> mask -> refine -> render -> encode of a 12 MP photo, plus PIL's own
-# 4-byte decode buffer, which tracemalloc does not see (`python benchmarks/serve_load.py
-# --memory-per-pixel` measures it): 23.5 + 4 without shadow=true, 54.3 + 4 with it (2026-12-02).
-BYTES_PER_PIXEL = 32
-SHADOW_BYTES_PER_PIXEL = 64
+# Working memory of one image through the endpoint, in two phases that do not overlap: decoding (PIL's
+# buffer, an EXIF-rotated or converted copy, the numpy view of it and the RGB result), then mask ->
+# refine -> render -> encode (the RGB photo and its full-size mask held, the renderer's float planes,
+# the encoded output). Peak resident memory above the process's baseline (Linux VmHWM), 2026-12-06:
+# per pixel (the slope over 0.5, 1.9 and 7.7 MP photos) rgba or mask as PNG 21 bytes, WebP 31,
+# composite 45, composite over a bg_image 54, shadow=true 64; decoding a 12 MP photo RGB 13, L 10,
+# 16-bit gray 8, CMYK 17, RGBA 16, LA 19, palette with transparency 13 (RGBA, LA and palette with alpha
+# took 53-59 while their alpha was composited over the whole image at once in float32). On top of that
+# a part that does not grow with the photo: up to 15 MB (refine's working resolution, the encoders'
+# buffers, the bands alpha is composited in).
+BYTES_PER_PIXEL = 32  # output rgba or mask, as PNG, no shadow
+RICH_BYTES_PER_PIXEL = 64  # composite (over a colour or a bg_image), or a WebP or JPEG encoder
+SHADOW_BYTES_PER_PIXEL = 80  # shadow=true, whatever the output
+FIXED_WORKING_BYTES = 24_000_000  # per image, whatever its size
+DECODE_BASE_BYTES_PER_PIXEL = 16  # the RGB array (3), the numpy copy PIL hands over (3-4), a converted copy (4), slack
+COMPOSITE_BAND_PIXELS = 1 << 18  # alpha is composited over white this many pixels at a time (~14 MB of float32)
 
 
-def working_bytes(width: int, height: int, shadow: bool = False) -> int:
-    """The memory one ``width x height`` image needs in flight (what a replica's budget counts)."""
-    return int(width) * int(height) * (SHADOW_BYTES_PER_PIXEL if shadow else BYTES_PER_PIXEL)
+def stored_bytes_per_pixel(mode: str) -> int:
+    """What PIL holds per pixel for an image of ``mode`` (1, L and P: one byte; 16-bit gray: two;
+    every other mode, RGB included, is stored in four)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def decode_bytes_per_pixel(mode: str) -> int:
+    """Peak bytes per pixel of :func:`load_upload` for an image of ``mode`` (the header's): PIL's
+    buffer and its EXIF-rotated copy (two of the mode's stored size) on top of
+    :data:`DECODE_BASE_BYTES_PER_PIXEL`."""
+    return 2 * stored_bytes_per_pixel(mode) + DECODE_BASE_BYTES_PER_PIXEL
+
+
+def working_bytes(width: int, height: int, mode: str = "RGB", opts: "CutoutOptions | None" = None,
+                  background: bool = False) -> int:
+    """The memory one ``width x height`` upload of PIL ``mode`` (from its header) needs in flight,
+    for the output ``opts`` asks for (None: decoding only, as for a ``bg_image``); ``background``:
+    composited over a ``bg_image``. What a replica's budget counts before a pixel is decoded: the
+    larger of the decode phase (:func:`decode_bytes_per_pixel`) and the render phase
+    (:data:`BYTES_PER_PIXEL`, :data:`RICH_BYTES_PER_PIXEL` or :data:`SHADOW_BYTES_PER_PIXEL`) per
+    pixel, plus :data:`FIXED_WORKING_BYTES`."""
+    per_pixel = decode_bytes_per_pixel(mode)
+    if opts is not None:
+        if opts.shadow:
+            per_pixel = max(per_pixel, SHADOW_BYTES_PER_PIXEL)
+        elif opts.output == "composite" or opts.format != "png" or background:
+            per_pixel = max(per_pixel, RICH_BYTES_PER_PIXEL)
+        else:
+            per_pixel = max(per_pixel, BYTES_PER_PIXEL)
+    return int(width) * int(height) * per_pixel + FIXED_WORKING_BYTES
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
-    """Any PIL mode -> ``(H, W, 3) uint8`` RGB; alpha composited over white."""
+    """Any PIL mode -> ``(H, W, 3) uint8`` RGB; alpha composited over white. Float arithmetic
+    runs on bands of rows (:data:`COMPOSITE_BAND_PIXELS`), so its intermediates stay a few MB
+    whatever the image's size (:func:`decode_bytes_per_pixel` counts on it)."""
     mode = im.mode
     if mode.startswith("I;16") or mode in ("I", "F"):  # 16-bit and float: scale, don't clip
         arr = np.asarray(im)
         if mode == "F":
             hi = float(np.nanmax(arr)) if arr.size else 1.0
-            arr = np.nan_to_num(arr) * (255.0 if hi <= 1.0 else 255.0 / hi)
-        elif arr.max(initial=0) > 255:  # 16-bit data (PNG 16-bit gray opens as "I" or "I;16")
-            arr = arr / 257.0
-        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
+            scale = 255.0 if hi <= 1.0 else 255.0 / hi
+        else:  # 16-bit data (PNG 16-bit gray opens as "I" or "I;16")
+            scale = 1.0 / 257.0 if arr.max(initial=0) > 255 else None
+
+        def gray(rows: np.ndarray) -> np.ndarray:
+            if mode == "F":
+                rows = np.nan_to_num(rows) * scale
+            elif scale is not None:
+                rows = rows / 257.0
+            return np.clip(np.rint(rows), 0, 255).astype(np.uint8)[:, :, None]
+
+        return _by_bands(arr, gray)
     if (mode == "P" and "transparency" in im.info) or mode in ("PA", "LA", "La", "RGBa"):
         im = im.convert("RGBA")
     if im.mode == "RGBA":
-        rgba = np.asarray(im, dtype=np.float32)
-        alpha = rgba[:, :, 3:4] / 255.0
-        return np.rint(rgba[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        def over_white(rows: np.ndarray) -> np.ndarray:
+            rgba = rows.astype(np.float32)
+            alpha = rgba[:, :, 3:4] / 255.0
+            return np.rint(rgba[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+
+        return _by_bands(np.asarray(im), over_white)
     if im.mode != "RGB":  # 1, L, P, CMYK, YCbCr, LAB, HSV
         im = im.convert("RGB")
     return np.array(im, dtype=np.uint8)
+
+
+def _by_bands(arr: np.ndarray, fn) -> np.ndarray:
+    """``fn`` over bands of ``arr``'s rows into one ``(H, W, 3) uint8`` (``fn`` may return one
+    channel: it is repeated)."""
+    h, w = arr.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    step = max(1, COMPOSITE_BAND_PIXELS // max(w, 1))
+    for y in range(0, h, step):
+        out[y:y + step] = fn(arr[y:y + step])
+    return out
 
 
 # ---------------------------------------------------------------- output options and rendering

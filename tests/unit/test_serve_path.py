@@ -309,3 +309,158 @@ def test_memory_budget_and_request_size_limits(service):
     with pytest.raises(UploadError) as e:
         run(svc.remove_batch(_request(body, ctype), **OPTS, response="zip"))
     assert e.value.status == 413 and e.value.code == "too_large" and "400000" in e.value.message
+
+
+# ---------------------------------------------------------------- issue 23: budgets decided from the headers
+def _flat_rgba_png(side: int, seed: int = 0) -> bytes:
+    """A few KB that decode to side x side x 4 bytes: a flat backdrop and a box (what a new user tried)."""
+    arr = np.full((side, side, 4), (240, 240, 240, 255), np.uint8)
+    arr[side // 4 + seed: side // 2, side // 4: side * 3 // 4] = (40, 60, 90, 255)
+    return _png(arr)
+
+
+def test_a_batch_is_admitted_whole_and_refused_before_decoding_when_it_cannot_fit(service):
+    """Issue 23: four large flat RGBA PNGs in one batch were admitted one image at a time and together
+    cost more than the budget said. Their working memory is summed from the headers: each fits the
+    budget alone, the four do not, so the request is 413 before any pixel is decoded."""
+    from segsynth.serve.uploads import CutoutOptions, working_bytes
+
+    need = working_bytes(1000, 1000, "RGBA", CutoutOptions())
+    svc = service(memory_budget_bytes=3 * need + 1_000_000, max_upload_bytes=1_000_000)  # + the body, twice
+    body, ctype = _multipart([("file", f"{i}.png", _flat_rgba_png(1000, i)) for i in range(4)])
+    assert len(body) < 100_000
+    with pytest.raises(UploadError) as e:
+        run(svc.remove_batch(_request(body, ctype), **OPTS, response="zip"))
+    assert e.value.status == 413 and e.value.code == "over_memory_budget"
+    assert "4 images" in e.value.message and "separate requests" in e.value.message
+    assert not svc.batcher.sizes and svc.budget.used == 0  # nothing decoded, nothing left reserved
+    three, ctype = _multipart([("file", f"{i}.png", _flat_rgba_png(1000, i)) for i in range(3)])
+    r = run(svc.remove_batch(_request(three, ctype), **OPTS, response="zip"))
+    assert r.status_code == 200 and len(zipfile.ZipFile(pyio.BytesIO(r.body)).namelist()) == 3
+    assert svc.budget.peak >= 3 * need  # the three were held at once, as they are decoded together
+
+
+def test_a_request_that_cannot_get_its_memory_now_is_busy_with_retry_after(service):
+    svc = service(memory_wait_s=0.1)
+    body, ctype = _multipart([("file", f"{i}.png", _png(_product_on_white())) for i in range(2)])
+
+    async def main():
+        async def hog():  # another request holding all the budget but room for this one's body
+            async with svc.budget.reserve(svc.budget.limit - 4 * len(body), "other.jpg"):
+                await asyncio.sleep(1.0)
+
+        task = asyncio.create_task(hog())
+        await asyncio.sleep(0.01)
+        try:
+            return await svc.remove_batch(_request(body, ctype), **OPTS, response="zip")
+        finally:
+            await task
+
+    with pytest.raises(UploadError) as e:  # the whole request, not a per-file error inside a 200
+        run(main())
+    assert e.value.status == 503 and e.value.code == "busy" and not svc.batcher.sizes
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from segsynth.webapi import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app, UploadError, validation_status=400, validation_code="bad_option")
+
+    @app.get("/busy")
+    async def busy():
+        raise e.value
+
+    r = TestClient(app).get("/busy")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == "busy" and "memory budget" in r.json()["error"]["message"]
+
+
+def test_multipart_parts_are_parsed_in_memory_and_counted(service, tmp_path, monkeypatch):
+    """A part over 1 MB went to a temp file (Starlette's spooling) and the budget counted the body
+    once while the body and its parts' bytes were both held: now no temp file, and twice the body."""
+    import tempfile
+
+    from segsynth.serve.multipart import parse_multipart
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    svc = service(max_upload_bytes=5_000_000)
+    photo = _png(_product_on_white()) + b"\0" * 3_000_000  # 3 MB of bytes after the PNG's end: read, ignored
+    body, ctype = _multipart([("file", "chair.png", photo)])
+    r = run(svc.remove(_request(body, ctype), **OPTS))
+    assert r.status_code == 200 and not any(tmp_path.iterdir())
+    assert svc.budget.peak >= 2 * len(body) and svc.budget.used == 0
+    (part,) = parse_multipart(body, ctype, max_files=1)
+    assert (part.field, part.filename, part.data) == ("file", "chair.png", photo)
+    for broken, why in [(body[:-20], "closing boundary"), (b"no boundary here", "boundary")]:
+        with pytest.raises(UploadError) as e:
+            parse_multipart(broken, ctype, max_files=1)
+        assert e.value.status == 400 and e.value.code == "bad_multipart" and why in e.value.message
+    with pytest.raises(UploadError) as e:
+        parse_multipart(body, "multipart/form-data", max_files=1)
+    assert "no boundary" in e.value.message
+    two, ctype2 = _multipart([("file", "a.png", b"a"), ("file", "b.png", b"b")])
+    with pytest.raises(UploadError) as e:
+        parse_multipart(two, ctype2, max_files=1)
+    assert "more than 1 file" in e.value.message
+
+
+def test_responses_stay_within_what_the_proxy_accepts(service, monkeypatch):
+    """Issue 23's HTTP 500 came from Ray Serve's proxy: it takes a replica's answer as one gRPC message
+    of at most $RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH (4 MiB without it), and a batch's JSON was 5 MB.
+    A response over the limit is the request's 413; in a batch, the file that would overflow it."""
+    from segsynth.serve.service import RESPONSE_HEADROOM, RESPONSE_LIMIT_ENV
+
+    monkeypatch.delenv(RESPONSE_LIMIT_ENV, raising=False)
+    assert service().max_response_bytes == 4 * 1024 * 1024 - RESPONSE_HEADROOM  # gRPC's default
+    monkeypatch.setenv(RESPONSE_LIMIT_ENV, "300000")
+    svc = service(max_response_bytes=10_000_000)
+    assert svc.max_response_bytes == 300_000 - RESPONSE_HEADROOM  # the proxy's limit is the tighter
+    noisy = np.random.default_rng(0).integers(0, 255, (300, 400, 3), np.uint8)  # ~480 KB as an RGBA PNG
+    body, ctype = _multipart([("file", "noisy.png", _png(noisy))])
+    with pytest.raises(UploadError) as e:
+        run(svc.remove(_request(body, ctype), **OPTS))
+    assert e.value.status == 413 and e.value.code == "response_too_large" and "noisy.png" in e.value.message
+    assert "format=webp" in e.value.message
+    assert run(svc.remove(_request(body, ctype), **{**OPTS, "fmt": "webp"})).status_code == 200
+    monkeypatch.delenv(RESPONSE_LIMIT_ENV)
+    svc = service(max_response_bytes=300_000)
+    body, ctype = _multipart([("file", "a.png", _png(noisy[:, :150])), ("file", "b.png", _png(noisy)),
+                              ("file", "c.png", _png(_product_on_white()))])
+    r = run(svc.remove_batch(_request(body, ctype), **OPTS, response="zip"))
+    assert len(r.body) <= 300_000
+    zf = zipfile.ZipFile(pyio.BytesIO(r.body))
+    assert sorted(zf.namelist()) == ["a.png", "c.png", "errors.json"]
+    (err,) = json.loads(zf.read("errors.json"))
+    assert err["name"] == "b.png" and err["status"] == 413 and "request of its own" in err["error"]["message"]
+
+
+def _tiny_onnx(folder) -> str:
+    """An exported-model look-alike: (N, 3, H, W) -> sigmoid of the channel mean, (N, 1, H, W); its card beside it."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "h", "w"])
+    nodes = [helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1], keepdims=1),
+             helper.make_node("Sigmoid", ["mean"], ["output"])]
+    model = helper.make_model(helper.make_graph(nodes, "tiny", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
+    path = folder / "tiny.onnx"
+    onnx.save(model, str(path))
+    (folder / "tiny.json").write_text(json.dumps({"name": "tiny", "preprocessing": {"size": 64},
+                                                  "output": "probability"}))
+    return str(path)
+
+
+def test_onnx_threads_follow_the_replicas_cpus(service, tmp_path):
+    """ONNX Runtime took every core of the node whatever num_cpus the replica asked for."""
+    model = _tiny_onnx(tmp_path)
+    from segsynth.serve.config import ServeConfig
+    from segsynth.serve.service import RemovalService
+
+    for num_cpus, options, threads in [(2, {}, 2), (0.5, {}, 1), (0, {}, 1), (2, {"threads": 3}, 3)]:
+        svc = RemovalService(ServeConfig(model=model, num_cpus=num_cpus, predictor_options=options))
+        assert svc.predictor.session.get_session_options().intra_op_num_threads == threads, (num_cpus, options)
+        assert svc.model_threads == threads
+    assert service().model_threads is None  # white-threshold: no runtime threads to set

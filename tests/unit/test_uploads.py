@@ -210,3 +210,90 @@ def test_outputs_beyond_an_encoders_size_limit_are_422_naming_a_format_that_fits
     with pytest.raises(UploadError):
         encode_output(np.zeros((65_536, 1, 3), np.uint8), "jpeg")
     assert encode_output(np.zeros((2, 16_383), np.uint8), "webp")[:4] == b"RIFF"
+
+
+# ---------------------------------------------------------------- working memory, measured
+def _peak_rss_above_now(fn) -> tuple[object, int]:
+    """``fn()`` and the peak resident memory it added to this process (Linux: VmHWM, reset first)."""
+    def status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak (VmHWM) starts again from the current resident size
+    before = status("VmRSS")
+    out = fn()
+    return out, status("VmHWM") - before
+
+
+def _can_measure_peak_rss() -> bool:
+    try:
+        _peak_rss_above_now(lambda: None)
+        return True
+    except OSError:
+        return False
+
+
+needs_peak_rss = pytest.mark.skipif(not _can_measure_peak_rss(), reason="needs Linux /proc/self/clear_refs")
+
+
+def _flat_scene(w: int, h: int) -> Image.Image:
+    """What compresses to almost nothing: a flat backdrop, a box, a half-transparent disc (RGBA)."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGBA", (w, h), (240, 240, 240, 255))
+    draw = ImageDraw.Draw(im)
+    draw.rectangle([w // 5, h // 5, w * 3 // 4, h * 4 // 5], fill=(40, 60, 90, 255))
+    draw.ellipse([w // 2, h // 2, w - 1, h - 1], fill=(200, 20, 20, 120))
+    return im
+
+
+@needs_peak_rss
+def test_decoding_stays_within_the_budget_its_header_declares():
+    """Issue 23: a flat RGBA PNG of a few hundred KB decoded at ~56 bytes/pixel (float32 over the whole
+    image) while the budget counted 32. Every mode's decode peak must stay within what
+    decode_bytes_per_pixel(mode) reserves from the header alone."""
+    from segsynth.serve.uploads import (FIXED_WORKING_BYTES, decode_bytes_per_pixel, load_upload, open_upload,
+                                        working_bytes)
+
+    w, h = 3000, 2000
+    scene = _flat_scene(w, h)
+    palette = scene.convert("RGB").quantize(colors=8, dither=Image.Dither.NONE)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated on decode: a second full-size copy for a moment
+    cases = {"RGBA": _save(scene, "PNG"), "RGBA rotated": _save(scene, "PNG", exif=exif),
+             "LA": _save(scene.convert("LA"), "PNG"), "P with transparency": _save(palette, "PNG", transparency=0),
+             "16-bit gray": _save(Image.fromarray(np.asarray(scene.convert("L")).astype(np.uint16) * 257), "PNG"),
+             "RGB": _save(scene.convert("RGB"), "PNG"), "CMYK": _save(scene.convert("RGB").convert("CMYK"), "JPEG")}
+    for label, data in cases.items():
+        assert len(data) < 400_000, label  # small uploads: the bytes say nothing about the memory
+        im = open_upload(data, label)
+        mode, (iw, ih) = im.mode, im.size
+        rgb, peak = _peak_rss_above_now(lambda: load_upload(im, label))
+        assert rgb.shape[2] == 3 and rgb.shape[0] * rgb.shape[1] == w * h, label
+        assert peak <= decode_bytes_per_pixel(mode) * iw * ih + FIXED_WORKING_BYTES, (label, round(peak / (w * h), 1))
+        assert peak <= working_bytes(iw, ih, mode), label  # what a bg_image reserves; an output reserves more
+        del rgb
+
+
+@needs_peak_rss
+@pytest.mark.parametrize("opts, with_background", [
+    (CutoutOptions(), False), (CutoutOptions(output="composite"), False), (CutoutOptions(output="composite"), True),
+    (CutoutOptions(format="webp"), False), (CutoutOptions(output="mask", shadow=True), False)])
+def test_rendering_stays_within_the_budget_of_its_options(opts, with_background):
+    """The render phase (mask -> refine -> render -> encode, with the photo and its mask held) within
+    working_bytes for the options asked; a composite once counted the 32 bytes/pixel of rgba."""
+    from segsynth.serve.uploads import working_bytes
+
+    w, h = 1600, 1200
+    rng = np.random.default_rng(0)
+    rgb = np.full((h, w, 3), 245, np.uint8)
+    rgb[300:900, 400:1200] = rng.integers(0, 255, (600, 800, 3), np.uint8)  # a textured product
+    rgb[900:960, 400:1300] -= 60  # and its shadow on the backdrop
+    mask = np.zeros((h, w), np.float32)
+    mask[300:900, 400:1200] = 1.0
+    background = rng.integers(0, 255, (500, 700, 3), np.uint8) if with_background else None
+    render_cutout(rgb[:100, :100], mask[:100, :100], opts, None if background is None else background[:50, :50])
+    _, peak = _peak_rss_above_now(lambda: render_cutout(rgb, mask, opts, background))
+    held = rgb.nbytes + mask.nbytes  # decoded before, held through the render
+    assert held + peak <= working_bytes(w, h, "RGB", opts, background=with_background), round((held + peak) / 1e6)
