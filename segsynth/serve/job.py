@@ -49,7 +49,12 @@ class BackgroundRemoval(RemovalService):
 
     def __init__(self, cfg: ServeConfig):
         # the CPUs Ray gave this replica, which a Serve config's ray_actor_options may set apart from cfg.num_cpus:
-        # the model's threads follow them (segsynth.serve.service.model_threads)
+        # the model's threads follow them (segsynth.serve.service.model_threads). Imported here: Serve's ingress
+        # ships this method without the module's globals.
+        import dataclasses
+
+        from segsynth.serve.job import replica_cpus
+
         super().__init__(dataclasses.replace(cfg, num_cpus=replica_cpus(cfg.num_cpus)))
 
 

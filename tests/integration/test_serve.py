@@ -180,6 +180,21 @@ def test_bad_inputs_are_4xx_while_good_requests_succeed(endpoint):
     assert stats["errors"].get("too_many_pixels", 0) >= 1 and stats["errors"].get("too_large", 0) >= 1
 
 
+def test_a_response_larger_than_the_proxy_takes_is_413_not_500(endpoint):
+    """Issue 23: Ray Serve's proxy takes a replica's answer as one gRPC message of at most 4 MiB (when
+    $RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH is not set on the node); a larger one was its HTTP 500.
+    A 216 KB JPEG of noise, within every upload limit, whose RGBA PNG cutout is ~4.7 MB."""
+    serving = httpx.get(f"{endpoint}/v1/model").json()["serving"]
+    assert serving["max_response_bytes"] < 4 * 1024 * 1024 and serving["model_threads"] == 1  # num_cpus=0.5
+    buf = pyio.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1400, 1400, 3), np.uint8)).save(buf, "JPEG", quality=10)
+    assert len(buf.getvalue()) < 300_000
+    r = _post(endpoint, buf.getvalue())
+    assert r.status_code == 413, (r.status_code, r.text[:300])
+    assert r.json()["error"]["code"] == "response_too_large" and "format=webp" in r.json()["error"]["message"]
+    assert _post(endpoint, buf.getvalue(), format="webp").status_code == 200  # the replica goes on serving
+
+
 def test_batching_happens_under_concurrent_load(endpoint):
     before = httpx.get(f"{endpoint}/v1/stats").json()
     images = [_image(32 + 8 * i, 64 - 4 * i) for i in range(8)]
