@@ -59,6 +59,15 @@ REAL_SETS = (("furniture_select", "furniture_dev", None, "select", True),
 REPORT_SETS = tuple(s[0] for s in REAL_SETS if not s[4])
 SELECT_SETS = tuple(s[0] for s in REAL_SETS if s[4])
 
+# Every variant starts from the CPU recipe as it was before this ablation (scenes 40%, BatchNorm
+# updated), whatever configs/cpu/*.yaml hold now, so the reference and the caches stay fixed when
+# the recipe takes up a winner.
+BASE_SYNTH = ["scene_backgrounds=[../shared/data/scenes/ikea_rooms/images]", "scene_share=0.5",
+              "composite.bg_weights={white: 0.15, solid: 0.05, noise: 0.1, floor_wall: 0.2, room: 0.1, scene: 0.4}",
+              "composite.distractor_kinds={scene: 1.0}", "composite.distractor_count_max=4",
+              "composite.distractor_max_product_area=null", "composite.distractor_shadow_prob=0.0",
+              "composite.distractor_defocus_max_px=0.0"]
+BASE_TRAIN = ["freeze_encoder_bn=false"]
 FROZEN = ["freeze_encoder_bn=true"]
 NO_SCENES = ["composite.bg_weights={white: 0.15, solid: 0.05, noise: 0.1, floor_wall: 0.4, room: 0.3}"]
 # clutter that is plainly background: smaller than the product, often out of focus, casting shadows
@@ -117,7 +126,7 @@ def synth_config(variant: Variant, args):
 
     base = [f"size={args.size}", f"samples_per_cutout={args.samples_per_cutout}", "contact_sheet=16",
             "out=PLACEHOLDER"] + ([f"limit_cutouts={args.limit_cutouts}"] if args.limit_cutouts else [])
-    return load_config(SynthConfig, str(REPO / "configs" / "cpu" / "synth.yaml"), base + list(variant.synth))
+    return load_config(SynthConfig, str(REPO / "configs" / "cpu" / "synth.yaml"), base + BASE_SYNTH + list(variant.synth))
 
 
 def synth_key(cfg) -> str:
@@ -170,7 +179,8 @@ def train_config(name: str, variant: Variant, synth: Path, seed: int, args, out:
                  f"max_steps_per_epoch={args.steps}", "epochs=1", f"val_every_steps={args.val_every}",
                  f"checkpoint_every_steps={args.steps}", "time_budget_min=null", f"val_data={val_data_spec()}",
                  "num_workers=1", "cpus_per_worker=2", f"torch_threads={args.threads}", "select_on=iou"]
-    return load_config(TrainConfig, str(REPO / "configs" / "cpu" / "train.yaml"), overrides + list(variant.train))
+    return load_config(TrainConfig, str(REPO / "configs" / "cpu" / "train.yaml"),
+                       overrides + BASE_TRAIN + list(variant.train))
 
 
 def train(cfg) -> dict:
@@ -364,16 +374,19 @@ def section(r: dict) -> str:
     labels = [s["label"] for s in r["sets"]]
     choose = [s["label"] for s in r["sets"] if s["select"]]
     report = [s["label"] for s in r["sets"] if not s["select"]]
-    names = list(r["variants"])
-    cmd = (f"python benchmarks/recipe_ablation.py --variants {','.join(names)} --seeds {st['seeds']} "
-           f"--steps {st['steps']} --val-every {st['val_every']} --samples-per-cutout {st['samples_per_cutout']} --write")
-    lines = [HEADING, "", f"`{cmd}` ({r['date']}, {r['cores']} cores, {r['wall_min']:.0f} min): each variant trains "
+    groups: dict[str, list[str]] = {}  # variants by the seeds they ran: one command per group
+    for name, v in r["variants"].items():
+        groups.setdefault(",".join(sorted(v["curves"], key=int)), []).append(name)
+    cmd = " and ".join(f"`python benchmarks/recipe_ablation.py --variants {','.join(names)} --seeds {seeds} "
+                       f"--steps {st['steps']} --val-every {st['val_every']} --samples-per-cutout "
+                       f"{st['samples_per_cutout']} --write`" for seeds, names in groups.items())
+    lines = [HEADING, "", f"{cmd} ({r['date']}, {r['cores']} cores, {r['wall_min']:.0f} min): each variant trains "
              f"{st['steps']} steps of batch {st['batch_size']} from the packaged ImageNet weights, FPN + "
              f"`{st['encoder']}` at {st['size']} px, in one process (`segsynth.train.local`, the loop of "
              f"`segsynth train`), on {st['samples_per_cutout']} composites per product of the recipe's "
              f"{st['products']} cutouts synthesised with the variant's settings, and is validated on real photos every "
              f"{st['val_every']} steps. Variants are chosen on {' and '.join(choose)}; "
-             f"{', '.join(report)} are never used to choose. Seeds: {st['seeds']} (training seed: "
+             f"{', '.join(report)} are never used to choose. Seeds per variant in the tables (training seed: "
              "initialisation, augmentation, order; the same synthetic set).", ""]
     if r.get("curves_png"):
         lines += [f"![IoU by step, one panel per real set]({r['curves_png']})", ""]

@@ -215,11 +215,8 @@ def test_oversized_headers_are_431(tmp_path):
     assert r.status_code == 431 and r.json()["error"]["code"] == "headers_too_large"
 
 
-def test_a_body_that_trickles_in_is_cut_off_with_408(tmp_path):
-    store = make_review_task(tmp_path, "pick", 1)
-    item = store.next_item("ana").item_id
-    limits = RequestLimits(body_timeout_s=5.0, min_body_rate=1000.0, body_grace_s=0.1, max_body_bytes=16_384)
-    app = create_app(tmp_path / "task", limits=limits)
+def _trickle(app, item: str) -> tuple[list[int], dict]:
+    """Statuses the app answers, and its JSON, to an answer whose body comes a byte at a time at 20 bytes/s."""
     body = json.dumps({"item_id": item, "annotator": "ana", "choice": "1"}).encode()
     chunks = [body[i:i + 1] for i in range(len(body))]
     sent: list[dict] = []
@@ -237,10 +234,26 @@ def test_a_body_that_trickles_in_is_cut_off_with_408(tmp_path):
              "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 5000),
              "server": ("127.0.0.1", 80)}
     asyncio.run(app(scope, receive, send))
-    starts = [m for m in sent if m["type"] == "http.response.start"]
-    assert [m["status"] for m in starts] == [408]  # the guard's answer, not FastAPI's 400 for a body it could not read
-    payload = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    starts = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    return starts, json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+
+
+def test_a_body_that_trickles_in_is_cut_off_with_408(tmp_path):
+    store = make_review_task(tmp_path, "pick", 1)
+    item = store.next_item("ana").item_id
+    limits = RequestLimits(body_timeout_s=5.0, min_body_rate=1000.0, body_grace_s=0.1, max_body_bytes=16_384)
+    starts, payload = _trickle(create_app(tmp_path / "task", limits=limits), item)
+    assert starts == [408]  # the guard's answer, not FastAPI's 400 for a body it could not read
     assert payload["error"]["code"] == "body_timeout" and store.answers() == []
+
+
+def test_the_app_as_served_has_a_body_deadline(tmp_path):
+    """``create_app`` without ``limits`` (what ``segsynth review serve`` runs) cuts a slow body off
+    too: after REVIEW_LIMITS' grace period (2 s) at far below its minimum rate."""
+    assert REVIEW_LIMITS.body_timeout_s is not None and REVIEW_LIMITS.body_timeout_s <= 10 and REVIEW_LIMITS.min_body_rate
+    store = make_review_task(tmp_path, "pick", 1)
+    starts, payload = _trickle(create_app(tmp_path / "task"), store.next_item("ana").item_id)
+    assert starts == [408] and payload["error"]["code"] == "body_timeout" and store.answers() == []
 
 
 # ---------------------------------------------------------------- 6. concurrent first views
