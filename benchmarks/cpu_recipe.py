@@ -306,14 +306,17 @@ def section(r: dict) -> str:
               f"`{tr['normalization']}`)"
               + (f", its {tr.get('best_val_set') or 'first selection set'} SSIM (box) {bv['ssim_box']:.3f}, "
                  f"IoU {bv['iou']:.3f}" if "ssim_box" in bv and "iou" in bv else "") + "."]
+    late = tr["best_step"] > tr["steps"] / 4
+    lines.append(f"- `best/` (step {tr['best_step']} of {tr['steps']}) is "
+                 + ("after the first quarter of the run (target: not in the first quarter, **met**)." if late
+                    else "in the first quarter of the run (target: not in the first quarter, **missed**)."))
     for c in r.get("curves") or []:
         rises = c["final"] >= c["quarter"]
-        late = c["best_step"] > c["last_step"] / 4
         lines.append(f"- Learning curve on {c['set']} (real photos, {c['points']} validations): IoU {c['quarter']:.3f} "
                      f"at step {c['quarter_step']} (a quarter of the run), {c['final']:.3f} at the end (step "
                      f"{c['last_step']}): {'rises' if rises else 'falls'} (target: the end at least the quarter, "
-                     f"**{'met' if rises else 'missed'}**); best {c['best']:.3f} at step {c['best_step']}, "
-                     + ("after the first quarter (**met**)." if late else "in the first quarter (**missed**)."))
+                     f"**{'met' if rises else 'missed'}**); its highest IoU {c['best']:.3f} at step {c['best_step']}"
+                     + (", in the first quarter." if c["best_step"] <= c["last_step"] / 4 else "."))
     lines += ["",
               f"CPU latency per image (median of {lat['images']} {lat['set']} photos, one at a time, {lat['threads']} "
               f"ONNX Runtime threads, resize + network + resize back): ours at {lat[OURS + '_px']} px "

@@ -460,6 +460,15 @@ def findings(r: dict) -> list[str]:
     out.append(f"- Highest final IoU on the choosing sets (mean of {', '.join(choose)}): `{lead}` "
                f"({score[lead]:.3f}), with seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
                + ("; a winner only with two seeds." if len(seeds) < 2 else "."))
+    rivals = [n for n in sorted(score, key=score.get, reverse=True) if n not in (lead, ref)][:2]
+    for rival in rivals:  # the leader against the next ones, paired per photo on the report sets
+        vs = compare(variants[rival]["per_photo"], variants[lead]["per_photo"], f"{rival}-vs-{lead}")
+        parts = [f"{label} {vs[label]['diff']:+.3f} [{vs[label]['diff_lo']:+.3f}, {vs[label]['diff_hi']:+.3f}]"
+                 for label in vs if "diff" in vs[label]]
+        clear = [label for label in vs if "diff" in vs[label] and (vs[label]["diff_lo"] > 0 or vs[label]["diff_hi"] < 0)]
+        out.append(f"- `{rival}` against `{lead}`, paired per photo: {', '.join(parts)}; "
+                   + (f"the interval is clear of zero on {', '.join(clear)}." if clear
+                      else "no interval is clear of zero, so this run does not separate the two."))
     return out
 
 
