@@ -94,6 +94,9 @@ VARIANTS = {
                          synth=tuple(NO_SCENES), train=tuple(FROZEN)),
     "clutter": Variant("no scenes; distractors on rooms and floors too, at most half the product's area, "
                        "with shadows, out of focus", synth=tuple(NO_SCENES + CLUTTER), train=tuple(FROZEN)),
+    "clutter-hygiene": Variant("clutter, and the hygiene's encoder lr x0.1, no decay on norms and biases, EMA 0.99",
+                               synth=tuple(NO_SCENES + CLUTTER),
+                               train=tuple(FROZEN + ["encoder_lr_scale=0.1", "decay_norm_and_bias=false", "ema_decay=0.99"])),
     "clutter-scenes-0.1": Variant("clutter, and furnished scenes at 10%", synth=tuple(SCENES_01 + CLUTTER),
                                   train=tuple(FROZEN)),
     "clutter-cut": Variant("clutter, and 30% of products cut by the frame",
