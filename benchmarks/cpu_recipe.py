@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import logging
 import os
@@ -95,16 +96,12 @@ def gallery(onnx: Path, data: Path, half: str | None, out: Path, n: int = 6, til
     from segsynth import io
     from segsynth.predict import load_predictor
 
-    items = io.labelled_folder(data, None, half)
     by_cat: dict[str, list[dict]] = {}
-    for it in items:
+    for it in io.labelled_folder(data, None, half):
         by_cat.setdefault(it["category"], []).append(it)
-    chosen = []
-    for i in range(n):  # round-robin over the categories, first stems first
-        cats = sorted(by_cat)
-        pool = by_cat[cats[i % len(cats)]]
-        if i // len(cats) < len(pool):
-            chosen.append(pool[i // len(cats)])
+    # round-robin over the categories, first stems first: the i-th photo of every category, then the next
+    rounds = itertools.zip_longest(*(by_cat[c] for c in sorted(by_cat)))
+    chosen = [it for rnd in rounds for it in rnd if it is not None][:n]
     pred = load_predictor(str(onnx), threads=2)
     yy, xx = np.mgrid[:tile, :tile]
     rows = []
@@ -117,6 +114,8 @@ def gallery(onnx: Path, data: Path, half: str | None, out: Path, n: int = 6, til
         board = np.where(((yy[:th] // 16 + xx[:th] // 16) % 2)[:, :, None] == 0, 235, 190).astype(np.float32)
         cut = (rgb * alpha + board * (1 - alpha)).astype(np.uint8)
         rows.append(np.hstack([rgb, np.full((th, 4, 3), 255, np.uint8), cut]))
+    if len(rows) % 2:  # two photos per line: an odd one out gets a blank partner
+        rows.append(np.full_like(rows[-1], 255))
     pairs = [np.hstack([a, np.full((a.shape[0], 8, 3), 255, np.uint8), b]) for a, b in zip(rows[0::2], rows[1::2])]
     width = pairs[0].shape[1]
     grid = np.vstack([np.vstack([r, np.full((4, width, 3), 255, np.uint8)]) for r in pairs])
@@ -167,16 +166,16 @@ def collect(args) -> dict:
     for name, folder in sets:
         ecfg = load_config(EvalConfig, str(folder / "config.yaml"))
         held.append({"set": name, "data": os.path.basename(str(ecfg.data).rstrip("/")), "stems": ecfg.stems,
-                     "half": getattr(ecfg.split, "half", None) if ecfg.split else None})
-        rows = io.read_parquet(str(folder / "samples.parquet")).to_pylist() + extra_rows.get(name, [])
-        for r in M.summarize([{k: v for k, v in r.items() if k != "f_curve" or v is not None} for r in rows
-                              if r.get("error") in (None, "")], by=("model",), level=INTERVAL):
+                     "half": getattr(ecfg.split, "half", None)})
+        rows = [{k: v for k, v in r.items() if k != "f_curve" or v is not None}
+                for r in io.read_parquet(str(folder / "samples.parquet")).to_pylist() + extra_rows.get(name, [])
+                if r.get("error") in (None, "")]
+        for r in M.summarize(rows, by=("model",), level=INTERVAL):
             table.append({"set": name, **{k: r[k] for k in ("model", "n", "ssim_box", "ssim_box_lo", "ssim_box_hi", "iou",
                                                             "iou_lo", "iou_hi", "mae")},
                           "max_f": r.get("max_f_dataset", r.get("max_f", float("nan")))})
         if "furniture" in name:  # the photos this system is for: per category beside DIS
-            for r in M.summarize([r for r in rows if r.get("error") in (None, "")], by=("category", "model"),
-                                 metrics=("iou", "ssim_box"), level=INTERVAL):
+            for r in M.summarize(rows, by=("category", "model"), metrics=("iou", "ssim_box"), level=INTERVAL):
                 by_category.append({"set": name, **{k: r[k] for k in ("category", "model", "n", "iou", "iou_lo",
                                                                       "iou_hi", "ssim_box")}})
 
@@ -221,10 +220,8 @@ def collect(args) -> dict:
             "latency": latency}
 
 
-def _selection(sel) -> str:
-    """``furniture_dev select, ecssd_dev 1-50`` from the results' selection list."""
-    if isinstance(sel, dict):  # results saved before the selection became a list
-        sel = [{"data": sel["data"], "part": sel.get("stems") or "all"}]
+def _selection(sel: list[dict]) -> str:
+    """``furniture_dev select half and ecssd_dev 1-50`` from the results' selection list."""
     return " and ".join(f"{s['data']} {s['part']}" + (" half" if s["part"] in ("select", "report") else "") for s in sel)
 
 

@@ -469,7 +469,9 @@ def findings(r: dict) -> list[str]:
         parts = [f"{label} {vs[label]['diff']:+.3f} [{vs[label]['diff_lo']:+.3f}, {vs[label]['diff_hi']:+.3f}]"
                  for label in vs if "diff" in vs[label]]
         clear = [label for label in vs if "diff" in vs[label] and (vs[label]["diff_lo"] > 0 or vs[label]["diff_hi"] < 0)]
-        out.append(f"- `{rival}` against `{lead}`, paired per photo: {', '.join(parts)}; "
+        one_seed = " (one seed: the interval leaves out the seed-to-seed spread)" if min(
+            len(variants[rival]["per_photo"]), len(variants[lead]["per_photo"])) < 2 else ""
+        out.append(f"- `{rival}` against `{lead}`{one_seed}, paired per photo: {', '.join(parts)}; "
                    + (f"the interval is clear of zero on {', '.join(clear)}." if clear
                       else "no interval is clear of zero, so this run does not separate the two."))
     return out
