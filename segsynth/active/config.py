@@ -7,6 +7,7 @@ from typing import Literal, Optional
 
 from segsynth.config import ConfigError
 from segsynth.evaluate.config import EvalModel
+from segsynth.split import HalfSplit
 from segsynth.white import WhiteBackgroundOptions
 
 
@@ -29,6 +30,10 @@ class PoolSource:
     unseen_scene_share: Optional[float] = None
     white: Literal["score", "skip"] = "score"
     limit: Optional[int] = None  # the first N photos (by file name)
+    # where a photo's category comes from: the table (else default_category), or "imagenet": an
+    # ImageNet classifier's classes grouped into the catalog's categories (ActiveConfig.categorize),
+    # for listings that come without one (segsynth.active.categorize)
+    category_from: Literal["table", "imagenet"] = "table"
 
     @property
     def label(self) -> str:
@@ -47,6 +52,22 @@ class ScoreWeights:
     entropy: float = 1.0
     instability: float = 1.0
     disagreement: float = 2.0  # a second model's opinion is the strongest hint without truth
+
+
+@dataclass(frozen=True)
+class CategorizeConfig:
+    """Categories for pool photos without a table (``category_from: imagenet``): the packaged
+    ImageNet classifier ``model`` (``tf_efficientnet_lite0|1|2``: offline) at ``size`` px; the
+    probabilities of each group's ImageNet class indices are summed and the photo takes the
+    largest group, or ``other`` when no group reaches ``min_prob``. The default groups are the
+    furniture categories of ``../shared/data/eval/furniture_dev`` (ImageNet names in
+    :data:`segsynth.active.categorize.FURNITURE_GROUPS`)."""
+
+    model: str = "tf_efficientnet_lite2"
+    size: int = 260
+    groups: Optional[dict[str, list[int]]] = None  # category -> ImageNet class indices; None: FURNITURE_GROUPS
+    min_prob: float = 0.1
+    other: str = "other"
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,11 @@ class AutoAcceptConfig:
 @dataclass(frozen=True)
 class HarvestConfig:
     weight: float = 2.0  # the accepted folder's training weight (DataSource.weight): times seen per epoch
+    # the share of each training epoch's rows the harvest takes (accepted photos and context
+    # samples together, weight : context_weight kept); None: the weights as given. With a short
+    # round (max_steps_per_epoch) over a large synthetic set, a weight alone shows a few dozen
+    # accepted photos a handful of times: the share says how much of the round they are
+    share: Optional[float] = None
     context: bool = True  # also cut the products out with their surroundings, for empty-room canvases
     context_margin: float = 0.25  # surroundings kept around the mask's box, as a share of its longer side
     context_feather: float = 0.08  # the patch's edges fade over this share of its shorter side
@@ -103,23 +129,30 @@ class RoundEval:
     data: str
     name: Optional[str] = None
     stems: Optional[str] = None
+    split: Optional[HalfSplit] = None  # {half: report}: one fixed half (segsynth.split.dev_half)
 
     @property
     def label(self) -> str:
         if self.name:
             return self.name
         base = self.data.rstrip("/").split("/")[-1]
-        return f"{base}_{self.stems}" if self.stems else base
+        tag = self.stems or (self.split.half if self.split else None)
+        return f"{base}_{tag}" if tag else base
 
 
 @dataclass(frozen=True)
 class ActiveConfig:
-    out: str = "outputs/active"  # rounds go to OUT/round-N/; teachers' masks are cached in OUT/teachers/
+    out: str = "outputs/active"  # rounds go to OUT/round-N/
+    # teachers' masks, cached by the photo's content hash (TEACHER_CACHE/<name>-<model digest>/<hash>.png):
+    # a photo is pseudo-labelled once per teacher, across rounds, runs and configs that share this
+    # folder; None: OUT/teachers
+    teacher_cache: Optional[str] = None
     round: Optional[int] = None  # which round a command works on; None: the latest (score: a new one)
     rounds: int = 1  # rounds jobs/active_learning.py runs unattended (auto_accept) in one call
     model: Optional[EvalModel] = None  # the current model (round 1); later rounds use the last round's model/
     teachers: tuple[EvalModel, ...] = ()
     pool: tuple[PoolSource, ...] = ()
+    categorize: CategorizeConfig = field(default_factory=CategorizeConfig)
     weights: ScoreWeights = field(default_factory=ScoreWeights)
     boundary_band: float = 0.01  # the entropy band's half-width, a share of the image diagonal
     tta_scale: float = 0.75  # the rescaled test-time pass (besides the flip)
@@ -135,6 +168,9 @@ class ActiveConfig:
     train_config: Optional[str] = None  # the training config a round starts from (its data, budget, val_data)
     train_overrides: tuple[str, ...] = ()  # key=value on it, e.g. "max_steps_per_epoch=200"
     eval: tuple[RoundEval, ...] = ()  # where each round's model is compared with the previous one
+    # score the pool again with the new model at the end of a round (ROUND/report/after: each
+    # category's failure score before and after; the next round starts from these scores)
+    rescore_after: bool = True
     eval_models: tuple[EvalModel, ...] = ()  # baselines shown beside them (e.g. DIS)
     seed: int = 0
 
@@ -152,6 +188,13 @@ class ActiveConfig:
         for p in self.pool:
             if p.unseen_scene_share is not None and not 0.0 <= p.unseen_scene_share <= 1.0:
                 raise ConfigError(f"pool {p.label}: unseen_scene_share must be in [0, 1] (synth's scene_share)")
+        c = self.categorize
+        if c.groups is not None and (not c.groups or any(not v or any(not 0 <= int(i) < 1000 for i in v)
+                                                           for v in c.groups.values())):
+            raise ConfigError("categorize.groups: each category needs ImageNet class indices in 0..999, e.g. "
+                              "{sofa: [831], table: [532, 526]}")
+        if not 0.0 <= c.min_prob < 1.0:
+            raise ConfigError(f"categorize.min_prob must be in [0, 1), got {c.min_prob}")
         if self.round is not None and self.round < 1:
             raise ConfigError(f"round must be >= 1 (rounds are OUT/round-1, round-2 ...), got {self.round}")
         if self.rounds < 1:
@@ -176,6 +219,8 @@ class ActiveConfig:
             raise ConfigError(f"auto_accept.teacher_max_entropy is in bits, 0..1 (or null), got {a.teacher_max_entropy}")
         if self.harvest.weight <= 0 or self.harvest.context_weight <= 0:
             raise ConfigError("harvest.weight and harvest.context_weight must be > 0")
+        if self.harvest.share is not None and not 0.0 < self.harvest.share < 1.0:
+            raise ConfigError(f"harvest.share must be in (0, 1) (a share of the epoch's rows) or null, got {self.harvest.share}")
         if not 0.0 <= self.harvest.context_margin <= 2.0:
             raise ConfigError(f"harvest.context_margin must be in [0, 2], got {self.harvest.context_margin}")
         if self.workers < 1 or self.batch_size < 1:

@@ -12,6 +12,8 @@ From the round's review task (exported to ``ROUND/export/``) it writes:
   with its own surroundings (the mask's box grown by ``context_margin``, edges faded), in the
   cutout manifest's format plus a ``mask`` column: synthesis pastes the patch into empty-room
   canvases with the product's mask as the sample's (:func:`segsynth.synth.engine.make_context_sample`);
+- ``ROUND/accepted/contact_sheet.jpg``: the accepted masks at a glance (each photo with the
+  background dimmed and the mask's outline, its category under it);
 - ``ROUND/harvest.json``: counts, and ``automatic: true`` when the answers came from the
   auto-accept policy rather than people.
 """
@@ -102,6 +104,39 @@ def write_context(labelled: str, out: str, hcfg: HarvestConfig, source: str, cat
     return len(rows)
 
 
+def contact_sheet(folder: str, path: str, columns: int = 8, tile: int = 160, limit: int = 64) -> str | None:
+    """A labelled ``folder``'s photos with their masks (background dimmed to a third, the mask's
+    outline in green), ``columns`` per row, the category under each; None when it is empty."""
+    images = {io.stem(p): p for p in io.list_files(io.join(folder, "images"), io.IMAGE_EXTS)} \
+        if io.exists(io.join(folder, "images")) else {}
+    stems = sorted(images)[:limit]
+    if not stems:
+        return None
+    cats = io.read_categories(io.join(folder, "categories.csv")) if io.exists(io.join(folder, "categories.csv")) else {}
+    label_h = 18
+    rows = (len(stems) + columns - 1) // columns
+    sheet = np.full((rows * (tile + label_h), columns * tile, 3), 255, np.uint8)
+    for i, stem in enumerate(stems):
+        rgb = io.read_image(images[stem])
+        mask = io.read_mask(io.join(folder, "masks", f"{stem}.png"))
+        if mask.shape != rgb.shape[:2]:
+            mask = cv2.resize(mask, rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        scale = tile / max(rgb.shape[:2])
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        m = cv2.resize(mask, size, interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / 255.0
+        view = (small * (m + (1.0 - m) / 3.0)).astype(np.uint8)
+        contours, _ = cv2.findContours((m[..., 0] >= 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(view, contours, -1, (0, 220, 0), 2)
+        r, c = divmod(i, columns)
+        y, x = r * (tile + label_h), c * tile
+        sheet[y:y + size[1], x:x + size[0]] = view
+        cv2.putText(sheet, str(cats.get(stem, ""))[:20], (x + 2, y + tile + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    io.write_bytes(path, io.encode_jpeg(sheet, quality=85))
+    return path
+
+
 def _chosen_candidates(path: Path) -> dict[str, str]:
     """stem -> the accepted candidate's name, from the export's ``categories.csv``."""
     if not path.is_file():
@@ -131,6 +166,7 @@ def harvest(cfg: ActiveConfig, round_dir: str) -> dict:
     n_ctl = _copy_labelled(rd / "export", rd / "control", control, cats)
     n_ctx = write_context(str(rd / "accepted"), str(rd / "context"), cfg.harvest, f"active-{rd.name}", cats) \
         if cfg.harvest.context and n_sel else 0
+    sheet = contact_sheet(str(rd / "accepted"), str(rd / "accepted" / "contact_sheet.jpg")) if n_sel else None
     per_slice = {s: sum(1 for q in queue.values() if q["slice"] == s) for s in ("selected", "control")}
     chosen = _chosen_candidates(rd / "export" / "categories.csv")
     model_chosen = {sl: sum(1 for st in stems if chosen.get(st) == MODEL_CANDIDATE)
@@ -140,6 +176,7 @@ def harvest(cfg: ActiveConfig, round_dir: str) -> dict:
                "acceptance_rate": {s: (n / per_slice[s] if per_slice[s] else None)
                                    for s, n in (("selected", n_sel), ("control", n_ctl))},
                "accepted_by": json.loads((rd / "auto_accept.json").read_text()) if auto and (rd / "auto_accept.json").is_file() else {},
+               "contact_sheet": sheet,
                "model_mask_chosen": model_chosen,  # accepted photos whose accepted mask is the current model's
                "answers": summary_export["answers"],
                "note": ("AUTOMATIC: masks were accepted by the auto-accept policy, not by people"

@@ -9,7 +9,8 @@
 
 Scoring runs in Ray Data: the pool's photos flow through one actor pool for the current model
 (:class:`segsynth.active.score.ModelPass`) and one per teacher (``TeacherPass``); teachers' masks
-are cached in ``OUT/teachers/<name>/`` (they do not change between rounds). A round is the
+are cached by the photo's content hash in ``teacher_cache`` (default ``OUT/teachers``; they do not
+change between rounds) and copied to ``ROUND/masks/<teacher>/`` for the review task. A round is the
 folder ``OUT/round-N/`` (see README, "Active learning"). ``round`` goes score -> select ->
 (auto-accept) and, once every photo of the review task has its answers, harvest -> synth
 (context samples) -> train (from the current model) -> eval (previous vs new model) -> the
@@ -31,7 +32,7 @@ from segsynth.active import review as AR
 from segsynth.active.config import ActiveConfig
 from segsynth.active.harvest import harvest
 from segsynth.active.pool import pool_items
-from segsynth.active.score import ModelPass, TeacherPass, finish_rows, scores_table, teacher_columns
+from segsynth.active.score import ModelPass, TeacherPass, finish_rows, scores_table, teacher_cache_dir, teacher_columns
 from segsynth.active.select import category_ranking, select, write_ranking
 from segsynth.config import ConfigError, dump_config, load_config, save_config, to_dict
 from segsynth.evaluate.config import EvalModel
@@ -92,8 +93,8 @@ def check_scoring(cfg: ActiveConfig, model: EvalModel) -> tuple[list[dict], dict
 
 def score_pool(cfg: ActiveConfig, model: EvalModel, out: str, address: str | None = None,
                pool: tuple[list[dict], dict] | None = None) -> dict:
-    """Score the pool with ``model`` into ``out``: ``scores.parquet``, ``masks/model/``, the
-    category ranking (``ranking.csv``, ``ranking.png``); teachers' masks into the cache.
+    """Score the pool with ``model`` into ``out``: ``scores.parquet``, ``masks/model/``,
+    ``masks/<teacher>/`` (from the cache, which gets what it lacked), the category ranking (``ranking.csv``, ``ranking.png``); teachers' masks into the cache.
     ``pool``: what :func:`check_scoring` returned, when the caller checked already."""
     from segsynth.ray_env import init_ray
 
@@ -102,24 +103,30 @@ def score_pool(cfg: ActiveConfig, model: EvalModel, out: str, address: str | Non
     ray = init_ray(address)
     compute = {"batch_size": cfg.batch_size, "num_cpus": cfg.cpus_per_worker, "num_gpus": cfg.gpus_per_worker or None,
                "compute": ray.data.ActorPoolStrategy(size=cfg.workers)}
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), cfg.workers * 8)))
+    # small blocks: rows (and the teachers' cached masks) come back as they are done, so the
+    # progress bar moves, and a stopped run loses at most a few photos of teacher work
+    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // (cfg.batch_size * 4))))
     ds = ds.map_batches(ModelPass, fn_constructor_kwargs={"spec": to_dict(model), "boundary_band": cfg.boundary_band,
-                                                          "tta_scale": cfg.tta_scale, "white": to_dict(cfg.white)},
+                                                          "tta_scale": cfg.tta_scale, "white": to_dict(cfg.white),
+                                                          "categorize": to_dict(cfg.categorize)},
                         **compute)
     teacher_names = [t.name for t in cfg.teachers]
     for t in cfg.teachers:  # one actor pool per teacher, streaming behind the model's
-        ds = ds.map_batches(TeacherPass, fn_constructor_kwargs={"spec": to_dict(t), "cache": teacher_cache(cfg, t.name),
+        ds = ds.map_batches(TeacherPass, fn_constructor_kwargs={"spec": to_dict(t), "cache": teacher_cache(cfg, t),
                                                                 "on_white": cfg.teachers_on_white}, **compute)
     rows = []
     for r in console.progress(ds.iter_rows(), total=len(items), desc="active score", unit="photos"):
         r = dict(r)
         if r.get("model_png"):
             io.write_bytes(io.join(out, "masks", "model", f"{r['stem']}.png"), r.pop("model_png"))
-        for t in teacher_names:
-            png = r.pop(teacher_columns(t)[1], b"")
-            cached = io.join(teacher_cache(cfg, t), f"{r['stem']}.png")
-            if png and not io.exists(cached):
+        for t in cfg.teachers:
+            png = r.pop(teacher_columns(t.name)[1], b"")
+            if not png:
+                continue
+            cached = io.join(teacher_cache(cfg, t), f"{r['content_hash']}.png")
+            if not io.exists(cached):  # written as the photos come: a stopped run keeps what it did
                 io.write_bytes(cached, png)
+            io.write_bytes(io.join(out, "masks", t.name, f"{r['stem']}.png"), png)
         rows.append(r)
     weights = dataclasses.asdict(cfg.weights)
     rows = sorted(finish_rows(rows, teacher_names, weights), key=lambda r: r["key"])
@@ -136,8 +143,9 @@ def score_pool(cfg: ActiveConfig, model: EvalModel, out: str, address: str | Non
     return summary
 
 
-def teacher_cache(cfg: ActiveConfig, name: str) -> str:
-    return io.join(cfg.out, "teachers", name)
+def teacher_cache(cfg: ActiveConfig, teacher: EvalModel) -> str:
+    """Where ``teacher``'s masks are cached by content hash (see :func:`teacher_cache_dir`)."""
+    return teacher_cache_dir(cfg.teacher_cache or io.join(cfg.out, "teachers"), to_dict(teacher))
 
 
 def score(cfg: ActiveConfig, address: str | None = None) -> dict:
@@ -149,6 +157,17 @@ def score(cfg: ActiveConfig, address: str | None = None) -> dict:
     model = current_model(cfg, n)
     pool = check_scoring(cfg, model)  # a wrong path fails here, before the round's folder exists
     save_config(cfg, rd)
+    after = Path(round_dir(cfg, n - 1)) / "report" / "after"
+    if n > 1 and (after / "scores.parquet").is_file() and (after / "score_summary.json").is_file():
+        # the previous round ended by scoring this pool with this model: start from those scores
+        for name in ("scores.parquet", "ranking.csv", "ranking.png", "masks"):
+            if (after / name).is_dir():
+                shutil.copytree(after / name, Path(rd) / name, dirs_exist_ok=True)
+            elif (after / name).is_file():
+                shutil.copyfile(after / name, Path(rd) / name)
+        summary = {**json.loads((after / "score_summary.json").read_text()), "out": rd, "from": str(after)}
+        io.write_bytes(io.join(rd, "score_summary.json"), json.dumps(summary, indent=2).encode())
+        return {**summary, "round": n}
     summary = score_pool(cfg, model, rd, address, pool=pool)
     return {**summary, "round": n}
 
@@ -172,7 +191,7 @@ def select_round(cfg: ActiveConfig, address: str | None = None) -> dict:
     io.write_parquet(queue, str(rd / "queue.parquet"))
     queue_images = AR.write_queue_folder(queue, str(rd / "queue"))
     model = current_model(cfg, n)
-    teachers = {t.name: teacher_cache(cfg, t.name) for t in cfg.teachers}
+    teachers = {t.name: str(rd / "masks" / t.name) for t in cfg.teachers}
     task = AR.make_task(cfg, str(Path(queue_images).parent), str(rd / "masks" / "model"), teachers, str(rd / "review"),
                         version=model.name)
     summary = {"round": n, "out": str(rd), "queue": str(rd / "queue.parquet"), "review": task["out"],
@@ -207,6 +226,7 @@ def _train_config(cfg: ActiveConfig, rd: Path, model: EvalModel, hv: dict, addre
                           "(e.g. configs/cpu/train.yaml)")
     tcfg = load_config(TrainConfig, cfg.train_config, cfg.train_overrides)
     data = list(tcfg.data)
+    n_base = len(data)
     if hv["accepted"]:
         data.append(DataSource(path=str(rd / "accepted"), kind="labelled", weight=cfg.harvest.weight))
     if hv["context_cutouts"]:
@@ -223,8 +243,27 @@ def _train_config(cfg: ActiveConfig, rd: Path, model: EvalModel, hv: dict, addre
         data.append(DataSource(path=scfg.out, kind="synthetic", weight=cfg.harvest.context_weight))
     if model.kind != "checkpoint":
         raise ConfigError(f"model: {model.name} is a {model.kind}; training again starts from a checkpoint folder")
-    return dataclasses.replace(tcfg, data=tuple(data), encoder_weights=str(Path(model.path).resolve()),
+    tcfg = dataclasses.replace(tcfg, data=tuple(data), encoder_weights=str(Path(model.path).resolve()),
                                out=str(rd / "train"), name=f"active-{rd.name}")
+    return with_share(tcfg, n_base, cfg.harvest.share)
+
+
+def with_share(tcfg, n_base: int, share: float | None):
+    """``tcfg`` with the weights of its sources after the first ``n_base`` (the harvest's)
+    scaled so that they take ``share`` of an epoch's training rows (their ratio kept); as is
+    when ``share`` is None or there is nothing to scale."""
+    from segsynth.train.data import plan
+
+    if share is None or len(tcfg.data) <= n_base:
+        return tcfg
+    rows = [r["train_rows"] for r in plan(tcfg).per_source if r["kind"] != "val_data"]
+    base, extra = sum(rows[:n_base]), sum(rows[n_base:])
+    if not base or not extra:
+        return tcfg
+    f = share / (1.0 - share) * base / extra
+    data = (*tcfg.data[:n_base], *(dataclasses.replace(d, weight=d.weight * f) for d in tcfg.data[n_base:]))
+    log.info("harvest share %.2f: its weights x%.2f (%d synthetic rows, %d harvest rows before)", share, f, base, extra)
+    return dataclasses.replace(tcfg, data=data)
 
 
 def finish_round(cfg: ActiveConfig, n: int, address: str | None = None) -> dict:
@@ -253,14 +292,14 @@ def finish_round(cfg: ActiveConfig, n: int, address: str | None = None) -> dict:
     # (the control slice's accepted masks are not an evaluation set: where the model's own mask
     # was accepted, the model before the round would score IoU 1 on it by construction)
     for ev in cfg.eval:
-        ecfg = EvalConfig(data=ev.data, stems=ev.stems, models=[before, new, *cfg.eval_models],
+        ecfg = EvalConfig(data=ev.data, stems=ev.stems, split=ev.split, models=[before, new, *cfg.eval_models],
                           out=str(rd / "report" / ev.label), workers=cfg.workers, cpus_per_worker=cfg.cpus_per_worker,
                           gallery_size=4)
         with console.stage_logs("eval", ecfg.out):
             es = eval_job.run(ecfg, address=address, command=f"segsynth active round (round {n}, {ev.label})")
         console.result("eval", es, label=f"active eval {ev.label}")
         evals[ev.label] = es
-    after = score_pool(cfg, new, str(rd / "report" / "after"), address)
+    after = score_pool(cfg, new, str(rd / "report" / "after"), address) if cfg.rescore_after else None
     summary = {"round": n, "out": str(rd), "automatic": hv["automatic"], "harvest": hv, "model": str(rd / "model"),
                "train": {k: ts.get(k) for k in ("steps", "best_step", "best_score", "select_on")},
                "eval": {k: v.get("models") for k, v in evals.items()}, "after": after}
@@ -272,22 +311,30 @@ def finish_round(cfg: ActiveConfig, n: int, address: str | None = None) -> dict:
     return summary
 
 
-def run_rounds(cfg: ActiveConfig, address: str | None = None) -> dict:
+def run_rounds(cfg: ActiveConfig, address: str | None = None, wait_for_review: bool = False,
+               poll_s: float = 5.0, review_timeout_s: float | None = None) -> dict:
     """Run rounds as far as they can go: ``cfg.rounds`` of them when auto-accept answers the
-    review tasks; otherwise up to the review of the current round (run again once answered)."""
+    review tasks; otherwise up to the review of the current round (run again once answered),
+    or, with ``wait_for_review``, wait there until people have answered and go on."""
     done = []
     for _ in range(cfg.rounds):
         s = score(cfg, address)
         n = s["round"]
         rd = Path(round_dir(cfg, n))
+        console.result("active", {"out": str(rd)}, label="active score: " + _headline("score", s))
         if not (rd / "review" / "task.sqlite").exists():
             sel = select_round(dataclasses.replace(cfg, round=n), address)
             console.result("active", {"out": sel["review"]}, label=f"active select: {sel['selected']} selected + "
                                                                     f"{sel['control']} control from {sel['worst_categories']}")
         if cfg.auto_accept.enabled:
             acc = accept_round(dataclasses.replace(cfg, round=n), address)
-            log.debug("auto-accept: %s", acc)
+            console.result("active", {"out": acc["out"]}, label="active accept: " + _headline("accept", acc))
         progress = AR.answered(str(rd / "review"))
+        if progress["answered"] < progress["slots"] and wait_for_review:
+            console.result("active", {"out": str(rd / "review")},
+                           label=f"active review: round {n} waits for {progress['slots'] - progress['answered']} "
+                                 f"answers; answer them in `segsynth review serve {rd / 'review'}`")
+            progress = AR.wait_for_answers(str(rd / "review"), poll_s=poll_s, timeout_s=review_timeout_s)
         if progress["answered"] < progress["slots"]:
             msg = (f"round {n} waits for people: {progress['answered']}/{progress['slots']} answers. "
                    f"Run `segsynth review serve {rd / 'review'}`, then this command again")
@@ -316,6 +363,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         c.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
         c.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
         c.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+        if name == "round":
+            c.add_argument("--wait-for-review", action="store_true",
+                           help="when people answer the review task (auto_accept off), wait for their answers and go on")
+            c.add_argument("--poll-s", type=float, default=5.0, help="how often the waiting round looks at the answers")
         c.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. round=2 select.top_n=50")
 
 
@@ -325,7 +376,10 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(dump_config(cfg))
         return 0
     with console.stage_logs("active", cfg.out):
-        summary = COMMANDS[args.active_command](cfg, address=args.address)
+        if args.active_command == "round":
+            summary = run_rounds(cfg, address=args.address, wait_for_review=args.wait_for_review, poll_s=args.poll_s)
+        else:
+            summary = COMMANDS[args.active_command](cfg, address=args.address)
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
     else:
@@ -342,7 +396,7 @@ def _headline(cmd: str, s: dict) -> str:
         return f"round {s.get('round')}: {s.get('review_items')} photos to review -> {s.get('review')}"
     if cmd == "accept":
         return (f"round {s.get('round')}: AUTOMATIC answers ({s.get('teacher_agrees')} teacher agrees, "
-                f"{s.get('reference')} by reference, {s.get('none')} none)")
+                f"{s.get('teacher_confident')} teacher confident, {s.get('reference')} by reference, {s.get('none')} none)")
     if cmd == "harvest":
         return (f"round {s.get('round')}: {s.get('accepted')} accepted, {s.get('accepted_control')} control, "
                 f"{s.get('context_cutouts')} context cutouts ({s.get('note')})")

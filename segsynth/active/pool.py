@@ -1,6 +1,6 @@
 """The unlabelled pool: photos from folders, with their categories, minus what training saw.
 
-An item is ``{key, stem, source, image, category, bg_id}``: ``key`` is ``"<source>/<stem>"``,
+An item is ``{key, stem, source, image, category, bg_id, white_policy, category_from}``: ``key`` is ``"<source>/<stem>"``,
 ``stem`` the file-safe ``"<source>--<stem>"`` used for every file the round writes about the
 photo (masks, the review task's images), ``category`` one category or several joined by ``|``
 (a room photo shows many product types).
@@ -71,7 +71,8 @@ def pool_items(sources: tuple[PoolSource, ...] | list[PoolSource]) -> tuple[list
             stem = io.stem(name)
             category = cats.get(name) or cats.get(stem) or src.default_category
             items.append({"key": f"{src.label}/{bg_id}", "stem": file_stem(src.label, bg_id), "source": src.label,
-                          "image": f, "category": category, "bg_id": bg_id, "white_policy": src.white})
+                          "image": f, "category": category, "bg_id": bg_id, "white_policy": src.white,
+                          "category_from": src.category_from})
     items.sort(key=lambda it: it["key"])
     stems = [it["stem"] for it in items]
     if len(set(stems)) != len(stems):

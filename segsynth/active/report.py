@@ -84,6 +84,12 @@ def category_rows(round_dir: Path, summary: dict) -> list[dict]:
     return rows
 
 
+def _relative(path: str, out: str) -> str:
+    """``path`` as a link from ``out/rounds.md`` (as given when it lies elsewhere)."""
+    p, base = Path(path).resolve(), Path(out).resolve()
+    return p.relative_to(base).as_posix() if p.is_relative_to(base) else str(path)
+
+
 def write_rounds(out: str) -> str:
     """Write ``out/rounds.md`` and ``out/rounds.csv`` over every finished round; returns the .md path."""
     rounds = sorted((p for p in Path(out).glob("round-*") if (p / "report" / "summary.json").is_file()),
@@ -100,6 +106,8 @@ def write_rounds(out: str) -> str:
                   f"{hv.get('context_cutouts', 0)} context cutouts; the model's own mask was the accepted one for "
                   f"{(hv.get('model_mask_chosen') or {}).get('selected', 0)} selected and "
                   f"{(hv.get('model_mask_chosen') or {}).get('control', 0)} control photos",
+                  *([f"- accepted masks: ![accepted masks, round {s['round']}]({_relative(hv['contact_sheet'], out)})"]
+                    if hv.get("contact_sheet") else []),
                   f"- model: `{s.get('model')}` (training: {s.get('train', {}).get('steps')} steps, best at step "
                   f"{s.get('train', {}).get('best_step')})", ""]
         ev = eval_rows(rd, s)

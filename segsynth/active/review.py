@@ -2,7 +2,7 @@
 policy that answers it without people.
 
 The task's images are ``ROUND/queue/images/<stem>.<ext>`` (copies of the queued photos, with
-``categories.csv``); its candidates are the teachers' masks (``OUT/teachers/<name>/``) and the
+``categories.csv``); its candidates are the teachers' masks (``ROUND/masks/<name>/``) and the
 current model's (``ROUND/masks/model/``).
 """
 from __future__ import annotations
@@ -109,3 +109,26 @@ def auto_accept(cfg: ActiveConfig, task: str, stem_of_key: dict[str, str] | None
 def answered(task: str) -> dict:
     """The task's progress (``segsynth.review.store.Store.progress``): done when no slot is open."""
     return Store(task).progress()
+
+
+def wait_for_answers(task: str, poll_s: float = 5.0, timeout_s: float | None = None) -> dict:
+    """Block until every slot of ``task`` has its answer (people answering in the review app),
+    with a progress bar of the answers; returns the final progress. ``timeout_s``: give up then
+    with a TimeoutError naming the task and how far it got (nothing is lost: run again)."""
+    import time
+
+    from segsynth import console
+
+    start = time.monotonic()
+    prog = answered(task)
+    with console.progress(total=prog["slots"], desc="active review (waiting for people)", unit="answers") as bar:
+        while True:
+            bar.n = prog["answered"]
+            bar.refresh()
+            if prog["answered"] >= prog["slots"]:
+                return prog
+            if timeout_s is not None and time.monotonic() - start >= timeout_s:
+                raise TimeoutError(f"{task}: {prog['answered']}/{prog['slots']} answers after {timeout_s:.0f} s; "
+                                   f"answer the rest in `segsynth review serve {task}`, then run the round again")
+            time.sleep(poll_s)
+            prog = answered(task)

@@ -5,12 +5,19 @@ callable classes (each loads its model once in ``__init__``), and the scores tab
 ``tta_scale``) and measures the signals that need no other model; :class:`TeacherPass` runs one
 teacher (or reads its cached mask: teachers do not change between rounds) and measures the
 disagreement. A photo that cannot be read gets an ``error`` and no scores; it never stops the job.
+
+Teachers' masks are cached by the photo's content hash (:func:`content_hash`) in a folder per
+teacher and model file (:func:`teacher_cache_dir`): a photo is pseudo-labelled once, whatever its
+name, round, run or config.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -22,9 +29,39 @@ from segsynth.white import WhiteBackgroundOptions, border_white_fraction
 
 log = logging.getLogger(__name__)
 
-ITEM_COLUMNS = ("key", "stem", "source", "category", "image", "bg_id", "white_policy")
+ITEM_COLUMNS = ("key", "stem", "source", "category", "image", "bg_id", "white_policy", "category_from")
 MODEL_COLUMNS = ("error", "white_bg", "border_white", "skipped", "height", "width", "entropy", "instability",
-                 "model_ms", "phash", "model_png")
+                 "model_ms", "phash", "content_hash", "model_png")
+
+
+def content_hash(data: bytes) -> str:
+    """The cache key of a photo: the start of the sha256 of its file's bytes."""
+    return hashlib.sha256(data).hexdigest()[:24]
+
+
+@lru_cache(maxsize=16)
+def _model_digest(path: str) -> str:
+    """The first 8 hex digits of the sha256 of a model file, or of a checkpoint folder's files."""
+    h = hashlib.sha256()
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:8]
+
+
+def teacher_cache_dir(root: str, spec: dict) -> str:
+    """``root/<name>-<model digest>``: a teacher's cached masks, apart from any other model that
+    shares its name (a local model file is hashed; a remote one is named by its path)."""
+    path = spec.get("path")
+    if path and not io.is_uri(path) and Path(path).exists():
+        digest = _model_digest(str(Path(path).resolve()))
+    else:
+        digest = hashlib.sha256(str(path or spec["kind"]).encode()).hexdigest()[:8]
+    return io.join(root, f"{spec['name']}-{digest}")
 
 
 def teacher_columns(name: str) -> tuple[str, str]:
@@ -49,12 +86,20 @@ class ModelPass:
     instability, the white-background flag and a perceptual hash."""
 
     def __init__(self, spec: dict, boundary_band: float = 0.01, tta_scale: float = 0.75,
-                 white: dict | None = None):
+                 white: dict | None = None, categorize: dict | None = None):
         from segsynth.predict import load_predictor
 
         self.predictor = load_predictor(spec.get("path"), kind=spec["kind"], **(spec.get("options") or {}))
         self.band, self.tta_scale = boundary_band, tta_scale
         self.white = WhiteBackgroundOptions(**(white or {}))
+        self._categorize, self._categorizer = categorize or {}, None
+
+    def categorizer(self):
+        if self._categorizer is None:  # loaded on first need: a pool with tables loads nothing
+            from segsynth.active.categorize import ImageNetCategorizer
+
+            self._categorizer = ImageNetCategorizer(**self._categorize)
+        return self._categorizer
 
     def score_one(self, rgb: np.ndarray) -> dict[str, Any]:
         """``rgb (H, W, 3) uint8`` -> the model's signals (see :data:`MODEL_COLUMNS`)."""
@@ -73,9 +118,12 @@ class ModelPass:
         for i in range(len(batch["key"])):
             row: dict[str, Any] = {k: batch[k][i] for k in ITEM_COLUMNS}
             row.update(error="", white_bg=False, border_white=float("nan"), skipped="", height=0, width=0,
-                       entropy=float("nan"), instability=float("nan"), model_ms=float("nan"), phash="", model_png=b"")
+                       entropy=float("nan"), instability=float("nan"), model_ms=float("nan"), phash="",
+                       content_hash="", model_png=b"")
             try:
-                rgb = io.read_image(str(row["image"]))
+                data = io.read_bytes(str(row["image"]))
+                row["content_hash"] = content_hash(data)
+                rgb = io.decode_image(data, str(row["image"]))
             except (io.ImageDecodeError, OSError) as e:  # one bad photo never kills the job
                 log.warning("active score: %s skipped: %s", row["key"], e)
                 row["error"] = str(e)
@@ -84,6 +132,8 @@ class ModelPass:
             bw = border_white_fraction(rgb, self.white)
             row.update(height=int(rgb.shape[0]), width=int(rgb.shape[1]), border_white=bw,
                        white_bg=bool(bw >= self.white.min_border_white), phash=S.perceptual_hash(rgb))
+            if row["category_from"] == "imagenet":
+                row["category"] = self.categorizer()(rgb)
             if row["white_bg"] and row["white_policy"] == "skip":
                 row["skipped"] = "white background"
             else:
@@ -93,8 +143,8 @@ class ModelPass:
 
 
 class TeacherPass:
-    """One teacher on each scored photo: its mask (from ``cache`` when there, else predicted)
-    and the disagreement with the model's mask. Skips photos without a model mask and, unless
+    """One teacher on each scored photo: its mask (from ``cache/<content hash>.png`` when there,
+    else predicted) and the disagreement with the model's mask. Skips photos without a model mask and, unless
     ``on_white``, photos on white (its signal is then absent, not zero)."""
 
     def __init__(self, spec: dict, cache: str, on_white: bool = False):
@@ -120,7 +170,7 @@ class TeacherPass:
             runs = bool(len(batch["model_png"][i])) and (self.on_white or not bool(batch["white_bg"][i]))
             if runs:
                 stem = str(batch["stem"][i])
-                cached = io.join(self.cache, f"{stem}.png")
+                cached = io.join(self.cache, f"{batch['content_hash'][i]}.png")
                 try:
                     if io.exists(cached):
                         png = io.read_bytes(cached)
@@ -156,7 +206,8 @@ def finish_rows(rows: list[dict], teachers: list[str], weights: dict[str, float]
 
 
 SCORE_COLUMNS = ("key", "stem", "source", "category", "image", "bg_id", "white_bg", "border_white", "skipped", "error",
-                 "height", "width", "entropy", "instability", "disagreement", "score", "model_ms", "phash")
+                 "height", "width", "entropy", "instability", "disagreement", "score", "model_ms", "phash",
+                 "content_hash")
 
 
 def scores_table(rows: list[dict], teachers: list[str]):

@@ -14,6 +14,7 @@ from test_evaluate import tiny_salient_onnx
 from segsynth import io
 from segsynth.active.config import ActiveConfig
 from segsynth.config import load_config
+from segsynth.testing import CHROMIUM, CHROMIUM_ARGS, AppServer
 
 SIZE = 64
 
@@ -93,7 +94,7 @@ def test_an_unattended_round_end_to_end(ray_local, setup):
     assert by_key["pool/white"]["white_bg"] and by_key["pool/white"]["skipped"] == ""  # scored, never selected
     assert np.isnan(by_key["pool/white"]["disagreement_bright"])  # teachers skip white photos by default
     assert all(np.isfinite(r["score"]) for r in scores)
-    assert len(list((tmp_path / "active" / "teachers" / "bright").glob("*.png"))) == 9  # cached for the next round
+    assert len(list((tmp_path / "active" / "teachers").glob("bright-*/*.png"))) == 9  # cached by content for the next round
 
     queue = io.read_parquet(str(rd / "queue.parquet")).to_pylist()
     assert {q["slice"] for q in queue} == {"selected", "control"} and "pool/white" not in {q["key"] for q in queue}
@@ -105,26 +106,64 @@ def test_an_unattended_round_end_to_end(ray_local, setup):
 
     table = (tmp_path / "active" / "rounds.md").read_text()
     assert "AUTOMATIC" in table and "heldout" in table and "(control slice)" in table
+    assert "](round-1/accepted/contact_sheet.jpg)" in table and (rd / "accepted" / "contact_sheet.jpg").is_file()
+    # round 2 starts from the scores round 1 ended with (the same model on the same pool): no new scoring
+    from segsynth.active.job import score
+
+    second = score(cfg)
+    assert second["round"] == 2 and second["from"] == str(rd / "report" / "after")
+    assert (tmp_path / "active" / "round-2" / "masks" / "bright").is_dir()
     with open(tmp_path / "active" / "rounds.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["kind"] for r in rows} == {"eval", "category"}
 
 
-def test_a_round_waits_for_people_and_goes_on_when_they_answered(ray_local, setup):
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+def test_a_round_waits_for_people_answering_in_the_browser_and_goes_on(ray_local, setup):
+    """Auto-accept off: the round stops at its review task; `round --wait-for-review` waits
+    while a scripted annotator answers every photo by keyboard in the review app (headless
+    Chromium), then harvests what that person chose, trains and reports."""
+    import threading
+
     from segsynth.active.job import run_rounds, score
+    from segsynth.review.app import create_app
     from segsynth.review.store import Store
 
+    sync_api = pytest.importorskip("playwright.sync_api")
     tmp_path, overrides = setup
     cfg = load_config(ActiveConfig, None, [*overrides, "select.control_fraction=0.0", "harvest.context=false"])
     first = run_rounds(cfg)
     assert first["waiting"] == 1 and first["progress"]["answered"] == 0
-    task = Store(first["review"])
-    while (lease := task.next_item("ann")) is not None:  # a person picks the teacher's mask everywhere
-        task.answer(lease.item_id, "ann", "1")
-    rescored = score(cfg)  # scoring again is a no-op for a round that has its scores
-    assert rescored["round"] == 1
-    done = run_rounds(cfg)
-    assert done["rounds"] == [1]
-    hv = json.loads((tmp_path / "active" / "round-1" / "harvest.json").read_text())
-    assert not hv["automatic"] and hv["annotators"] == ["ann"] and hv["context_cutouts"] == 0
+    assert score(cfg)["round"] == 1  # scoring again is a no-op for a round that has its scores
+    task = first["review"]
+    result: dict = {}
+    waiting = threading.Thread(target=lambda: result.update(run_rounds(cfg, wait_for_review=True, poll_s=0.1)))
+    waiting.start()
+    with AppServer(create_app(task)) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+        page = browser.new_page()
+        page.goto(url)
+        page.fill("#login-name", "ana")
+        page.click("#login-form button[type=submit]")
+        slots = Store(task).progress()["slots"]
+        for _ in range(slots):
+            page.wait_for_selector("#item figure.candidate")
+            shown = page.get_attribute("#item", "data-item")
+            page.keyboard.press("1")  # the first mask shown fits
+            page.wait_for_function("old => document.querySelector('#item').dataset.item !== old "
+                                   "|| document.querySelectorAll('#history li').length > 0 && !document.querySelector('#item figure')",
+                                   arg=shown)
+        browser.close()
+    waiting.join(300)
+    assert not waiting.is_alive() and result.get("rounds") == [1], result
+    answers = Store(task).answers()
+    assert len(answers) == slots and {a["annotator"] for a in answers} == {"ana"}
+    rd = tmp_path / "active" / "round-1"
+    hv = json.loads((rd / "harvest.json").read_text())
+    assert not hv["automatic"] and hv["annotators"] == ["ana"] and hv["accepted"] == slots
+    chosen = {a["stem"]: a["meaning"] for a in answers}  # the candidate ana's key picked, per photo
+    for stem, name in chosen.items():
+        src = rd / "masks" / name / f"{stem}.png"
+        assert np.array_equal(io.read_mask(rd / "accepted" / "masks" / f"{stem}.png"), io.read_mask(src)), stem
     assert "people in the review app" in (tmp_path / "active" / "rounds.md").read_text()

@@ -98,7 +98,7 @@ def test_model_pass_scores_a_perfect_model_low_and_a_useless_one_high(tmp_path):
     photo = _product_photo()
     io.write_bytes(tmp_path / "a.png", io.encode_png(photo))
     row = {"key": ["p/a"], "stem": ["p--a"], "source": ["p"], "category": ["cabinet"], "image": [str(tmp_path / "a.png")],
-           "bg_id": ["a"], "white_policy": ["score"]}
+           "bg_id": ["a"], "white_policy": ["score"], "category_from": ["table"]}
     mp = ModelPass({"name": "w", "kind": "white-threshold"})
     mp.predictor = _Fixed(lambda im: (im.min(axis=2) < 200).astype(np.float32))  # sure and right
     perfect = mp(row)
@@ -111,7 +111,7 @@ def test_model_pass_scores_a_perfect_model_low_and_a_useless_one_high(tmp_path):
     # white photos of a "skip" source are flagged and not run; an unreadable photo is an error, not a crash
     io.write_bytes(tmp_path / "bad.jpg", b"not an image")
     rows = mp({**{k: v * 2 for k, v in row.items()}, "image": [str(tmp_path / "a.png"), str(tmp_path / "bad.jpg")],
-               "white_policy": ["skip", "score"]})
+               "white_policy": ["skip", "score"], "category_from": ["table", "table"]})
     assert rows["skipped"][0] == "white background" and math.isnan(rows["entropy"][0])
     assert rows["error"][1] and rows["skipped"][1] == ""
 
@@ -329,3 +329,127 @@ def test_context_cutout_box_and_margin():
     assert rgba.shape[:2] == (20 + 20, 40 + 20)  # grown by 0.25 x 40 = 10 px on each side
     assert pmask.sum() == mask.sum()
     assert context_cutout(rgb, np.zeros_like(mask)) is None
+
+
+# ---------------------------------------------------------------- listing photos: categories, teacher cache, review
+def test_group_category_sums_each_groups_classes_and_falls_back_to_other():
+    from segsynth.active.categorize import FURNITURE_GROUPS, group_category
+
+    p = np.zeros(1000, np.float32)
+    p[[559, 765]] = 0.2  # folding + rocking chair: 0.4 in all beats the one class of sofa
+    p[831] = 0.3
+    assert group_category(p, FURNITURE_GROUPS) == "chair"
+    assert group_category(np.full(1000, 1e-3, np.float32), FURNITURE_GROUPS) == "other"
+    with pytest.raises(ConfigError, match="categorize.groups"):
+        load_config(ActiveConfig, None, ["categorize.groups={sofa: [1000]}"])
+
+
+def test_the_imagenet_categorizer_names_a_sofa(tmp_path):
+    """The packaged Lite0 classifier (offline) on a real living-room photo of the data."""
+    from segsynth.active.categorize import ImageNetCategorizer
+
+    photo = Path("../shared/data/eval/furniture_dev/images")
+    if not photo.is_dir():
+        pytest.skip("../shared/data is not here")
+    cats = io.read_categories(str(photo.parent / "categories.csv"))
+    sofas = sorted(s for s, c in cats.items() if c == "sofa")[:3]
+    cat = ImageNetCategorizer(model="tf_efficientnet_lite0", size=224)
+    got = [cat(io.read_image(next(str(p) for p in photo.glob(f"{s}.*")))) for s in sofas]
+    assert got.count("sofa") >= 2, got
+
+
+def _teacher_batch(path: Path, stem: str, model_png: bytes) -> dict:
+    from segsynth.active.score import content_hash
+
+    return {"key": np.array([f"pool/{stem}"]), "stem": np.array([stem]), "image": np.array([str(path)]),
+            "model_png": np.array([model_png], dtype=object), "white_bg": np.array([False]),
+            "content_hash": np.array([content_hash(path.read_bytes())])}
+
+
+def test_a_teacher_mask_is_cached_by_content_not_by_name(tmp_path):
+    """The same photo under another name and in another round's folder is not pseudo-labelled
+    again: the cached mask is read and the teacher never loads."""
+    from segsynth.active.score import TeacherPass, teacher_cache_dir
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[10:30, 20:40] = 200
+    a, b = tmp_path / "a.png", tmp_path / "copy_of_a.png"
+    io.write_bytes(a, io.encode_png(img))
+    b.write_bytes(a.read_bytes())
+    mask = (img[..., 0] > 0).astype(np.uint8) * 255
+    spec = {"name": "dis", "kind": "onnx-isnet", "path": str(tmp_path / "missing.onnx")}  # loading it would fail
+    cache = teacher_cache_dir(str(tmp_path / "cache"), spec)
+    from segsynth.active.score import content_hash
+
+    io.write_bytes(io.join(cache, f"{content_hash(a.read_bytes())}.png"), io.encode_png(mask))
+    out = TeacherPass(spec, cache)(_teacher_batch(b, "pool--copy_of_a", io.encode_png(mask)))
+    assert out["disagreement_dis"][0] == pytest.approx(0.0, abs=1e-6) and out["mask_dis"][0]
+    # another model file under the same teacher name gets its own folder
+    (tmp_path / "m1.onnx").write_bytes(b"one")
+    (tmp_path / "m2.onnx").write_bytes(b"two")
+    one, two = ({**spec, "path": str(tmp_path / n)} for n in ("m1.onnx", "m2.onnx"))
+    assert teacher_cache_dir("c", one) != teacher_cache_dir("c", two)
+    assert teacher_cache_dir("c", one) == teacher_cache_dir("c", dict(one))
+
+
+def test_a_round_eval_set_can_be_one_half_of_a_folder():
+    cfg = load_config(ActiveConfig, None, ["eval=[{data: ../shared/data/eval/furniture_dev, split: {half: report}}]"])
+    assert cfg.eval[0].label == "furniture_dev_report" and cfg.eval[0].split.half == "report"
+
+
+def test_waiting_for_the_review_returns_once_people_answered_and_times_out_otherwise(tmp_path):
+    import threading
+
+    from segsynth.active.review import wait_for_answers
+    from segsynth.review.store import Store
+
+    cfg, rd = _round_fixture(tmp_path)
+    task = str(rd / "review")
+    with pytest.raises(TimeoutError, match="0/4 answers"):
+        wait_for_answers(task, poll_s=0.05, timeout_s=0.2)
+
+    def person():
+        store = Store(task)
+        while (lease := store.next_item("ana")) is not None:
+            store.answer(lease.item_id, "ana", "1")
+
+    t = threading.Timer(0.3, person)
+    t.start()
+    done = wait_for_answers(task, poll_s=0.05, timeout_s=30)
+    t.join()
+    assert done["answered"] == done["slots"] == 4
+
+
+def test_harvest_draws_the_accepted_masks_as_a_contact_sheet(tmp_path):
+    cfg, rd = _round_fixture(tmp_path)
+    auto_accept(cfg, str(rd / "review"))
+    hv = harvest(cfg, str(rd))
+    sheet = io.read_image(hv["contact_sheet"])
+    assert hv["accepted"] == 1 and sheet.shape == (160 + 18, 8 * 160, 3)
+    assert sheet[:, 170:].min() >= 240  # one photo: the rest of the row is blank (JPEG)
+    tile = sheet[:90 * 160 // 120, :160].astype(int)
+    green = (tile[..., 1] > tile[..., 0] + 60) & (tile[..., 1] > tile[..., 2] + 60)
+    assert green.sum() > 100  # the mask's outline is drawn
+
+
+def test_the_harvest_share_scales_its_sources_to_that_share_of_the_epoch(tmp_path):
+    from segsynth.active.job import with_share
+    from segsynth.train.config import DataSource, TrainConfig
+
+    def folder(name, n):
+        for i in range(n):
+            io.write_bytes(tmp_path / name / "images" / f"{i:04d}.png", io.encode_png(np.zeros((8, 8, 3), np.uint8)))
+            io.write_bytes(tmp_path / name / "masks" / f"{i:04d}.png", io.encode_png(np.zeros((8, 8), np.uint8)))
+        return str(tmp_path / name)
+
+    base = DataSource(path=folder("synth", 300), kind="labelled")
+    accepted = DataSource(path=folder("accepted", 10), kind="labelled", weight=2.0)
+    context = DataSource(path=folder("context", 40), kind="labelled", weight=1.0)
+    tcfg = TrainConfig(data=(base, accepted, context), val_fraction=0.0)
+    out = with_share(tcfg, 1, 0.25)
+    from segsynth.train.data import plan
+
+    rows = [r["train_rows"] for r in plan(out).per_source]
+    assert sum(rows[1:]) / sum(rows) == pytest.approx(0.25, abs=0.02)
+    assert out.data[1].weight / out.data[2].weight == pytest.approx(2.0)  # their ratio kept
+    assert with_share(tcfg, 1, None) is tcfg and with_share(TrainConfig(data=(base,), val_fraction=0.0), 1, 0.25).data == (base,)
