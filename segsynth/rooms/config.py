@@ -21,6 +21,11 @@ DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 
+# the diffusion model when a config names none: the one configs/rooms.yaml and configs/synth.yaml
+# use, which the rooms docs and the GPU benchmark (benchmarks/rooms.py) size for
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
 @dataclass(frozen=True)
 class RoomsConfig:
     """Config of ``segsynth rooms`` and of on-the-fly rooms in ``segsynth synth``."""
@@ -31,7 +36,7 @@ class RoomsConfig:
     size: int = 512                                  # square images, pixels (multiple of 8)
     steps: int = 30                                  # denoising steps
     guidance_scale: float = 7.5                      # classifier-free guidance
-    model: str = "stabilityai/stable-diffusion-2-1-base"  # local pipeline folder or hub id
+    model: str = DEFAULT_MODEL                       # local pipeline folder or hub id
     device: str = "auto"                             # auto: cuda when the actor has a GPU, else cpu
     dtype: str = "auto"                              # auto: float16 on GPU, float32 on CPU
     num_gpus: float = 1.0                            # per actor; 0 runs the actors on CPU
@@ -69,7 +74,7 @@ class RoomsConfig:
         if self.device == "cpu" and self.dtype == "float16":
             raise ConfigError("dtype: float16 on device: cpu is not supported; use dtype: auto or float32")
         if not self.model:
-            raise ConfigError("model is empty; set a local pipeline folder or a hub id, e.g. stabilityai/stable-diffusion-2-1-base")
+            raise ConfigError(f"model is empty; set a local pipeline folder or a hub id, e.g. {DEFAULT_MODEL}")
         if not 0 <= self.dedupe_max_distance <= 64:
             raise ConfigError(f"dedupe_max_distance is a number of bits of a 64-bit hash, got {self.dedupe_max_distance}")
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from segsynth.config import ConfigError
+from segsynth.rooms.config import DEFAULT_MODEL
 from segsynth.rooms.prompts import bg_id_for, is_blank, phash
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,7 @@ def resolve_model(model: str) -> str:
       ``model`` at a local copy. Nothing is downloaded here.
     """
     if not model:
-        raise RoomModelError("model is empty; set model to a local pipeline folder or a hub id such as "
-                             "stabilityai/stable-diffusion-2-1-base")
+        raise RoomModelError(f"model is empty; set model to a local pipeline folder or a hub id such as {DEFAULT_MODEL}")
     path = Path(model).expanduser()
     looks_local = model.startswith(("/", ".", "~")) or path.exists() or model.count("/") != 1
     if looks_local:

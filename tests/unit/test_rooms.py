@@ -72,6 +72,16 @@ def test_shipped_configs_load(name):
     assert cfg.size % 8 == 0 and cfg.count >= 1
 
 
+def test_one_default_diffusion_model():
+    """The config class's default is the model the shipped production configs run."""
+    from segsynth.rooms.config import DEFAULT_MODEL, RoomsConfig
+    from segsynth.synth.config import SynthConfig
+
+    assert RoomsConfig().model == DEFAULT_MODEL == SynthConfig().rooms.model
+    assert load_config(RoomsConfig, REPO / "configs" / "rooms.yaml").model == DEFAULT_MODEL
+    assert load_config(SynthConfig, REPO / "configs" / "synth.yaml").rooms.model == DEFAULT_MODEL
+
+
 # ----------------------------------------------------------------------------- quality gate
 def _room(seed: int, size: int = 64) -> np.ndarray:
     """A structured synthetic picture: gradient walls, a floor band, a bright window."""
