@@ -13,7 +13,7 @@ count), and connected to with ``--address``, so every case pays the same connect
    against two nodes with one CPU each (one worker lands on each). Ratio: two nodes' samples/s
    over one node's.
 2. Workers: the same samples on one node with two CPUs, one worker against two. Ratio: two
-   workers' samples/s over one worker's; one worker's rate is the README's throughput per worker.
+   workers' samples/s over one worker's; one worker's rate is the throughput per worker in docs/operations.md.
 3. Memory: ``--memory-samples`` samples with two workers, from the catalog's manifest and from a
    ten times larger one (the same cutouts repeated under new ids, written here in row groups of
    64), same shard size and workers. The figure is the summary's ``peak_worker_rss_mb`` (the

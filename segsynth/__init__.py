@@ -3,7 +3,7 @@
 One package per stage (``cutouts``, ``rooms``, ``synth``, ``train``, ``evaluate``, ``serve``,
 ``review``, ``active``), each with its config, its pure code and one Ray edge (``job.py``); shared
 modules beside them (``config``, ``io``, ``rng``, ``split``, ``preprocess``, ``white``, ``model``,
-``predict``, ``metrics``). See "How the code is laid out" in the README.
+``predict``, ``metrics``). See docs/development.md, "How the code is laid out".
 
 The Python API, like rembg's: ``from segsynth import remove, new_session`` (see
 :mod:`segsynth.serve.api`); it is imported on first use, so ``import segsynth`` stays light.

@@ -11,7 +11,7 @@ Scoring runs in Ray Data: the pool's photos flow through one actor pool for the 
 (:class:`segsynth.active.score.ModelPass`) and one per teacher (``TeacherPass``); teachers' masks
 are cached by the photo's content hash in ``teacher_cache`` (default ``OUT/teachers``; they do not
 change between rounds) and copied to ``ROUND/masks/<teacher>/`` for the review task. A round is the
-folder ``OUT/round-N/`` (see README, "Active learning"). ``round`` goes score -> select ->
+folder ``OUT/round-N/`` (see docs/active-learning.md). ``round`` goes score -> select ->
 (auto-accept) and, once every photo of the review task has its answers, harvest -> synth
 (context samples) -> train (from the current model) -> eval (previous vs new model) -> the
 round-over-round table ``OUT/rounds.md``; run it again after people have answered to go on.

@@ -233,7 +233,7 @@ def ray_nodes(tmp_path):
 
 # --------------------------------------------------------------------------- `ray job submit`
 def test_pipeline_submitted_as_a_ray_job(ray_nodes, repo, tmp_path):
-    """The README's command: ``ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml --
+    """The command of docs/operations.md: ``ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml --
     python jobs/pipeline.py ...`` to a head started with ``ray start`` and one more node, with the
     demo chain made tiny. The job succeeds, every step's output is complete, and the uploaded
     working dir holds the code but none of what .gitignore and runtime_env.yaml leave out."""
