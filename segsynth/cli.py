@@ -19,7 +19,7 @@ import logging
 import sys
 
 from segsynth import console
-from segsynth.config import ConfigError, dump_config, load_config
+from segsynth.config import ConfigError, apply_storage, dump_config, load_config
 from segsynth.io import InputError
 
 # stage -> (config module, config class, job module, help): the config module imports light
@@ -80,9 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage in COMMANDS:
             if getattr(args, "_import_error", None):
                 raise SystemExit(f"segsynth {args.stage}: {args._import_error}; install with: pip install 'segsynth[all]'")
+            if hasattr(args, "overrides"):  # a command that runs a config (review create, active ...): its storage: too
+                apply_storage(getattr(args, "config", None), args.overrides)
             return int(importlib.import_module(args._command_module).main(args) or 0)
         config_module, cls_name, job_module, _ = STAGES[args.stage]
-        cfg = load_config(getattr(importlib.import_module(config_module), cls_name), args.config, args.overrides)
+        cls = getattr(importlib.import_module(config_module), cls_name)
+        apply_storage(args.config, args.overrides, cls)  # before the stage (or its Ray workers) touches s3://
+        cfg = load_config(cls, args.config, args.overrides)
         if args.print_config:
             sys.stdout.write(dump_config(cfg))
             return 0

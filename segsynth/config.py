@@ -203,7 +203,8 @@ def parse_overrides(items: typing.Iterable[str]) -> list[tuple[str, str]]:
 class StorageConfig:
     """Where ``s3://`` paths live, for any stage: a ``storage:`` section in its YAML (or
     ``storage.endpoint_url=...`` on the command line). Each key sets the standard AWS variable
-    that pyarrow's S3 filesystem reads, for this process and the Ray workers it starts; a key
+    that pyarrow's S3 filesystem reads, for this process and the Ray workers it starts, when the
+    entry point that runs the config calls :func:`apply_storage`; a key
     left out keeps the variable as the environment has it. Keys never go in a YAML file: they
     stay in a credentials file (a mounted secret) named here, or in the environment. The section
     is not written into the resolved ``config.yaml`` beside outputs."""
@@ -237,43 +238,68 @@ class StorageConfig:
 STORAGE = "storage"  # the section every stage's YAML may hold besides its own keys
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> T:
-    """Build ``cls`` from the YAML file ``path`` (optional) and dotted ``key=value`` overrides.
+def _read_yaml(path: str | Path | None) -> dict:
+    """The mapping a config file holds; ``{}`` without a file."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file, e.g. configs/demo/synth.yaml")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: not valid YAML ({_yaml_problem(e)}); fix the syntax there") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read ({getattr(e, 'strerror', None) or e}); "
+                          "check its permissions and that it is a YAML text file") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return loaded
 
-    A ``storage:`` section (:class:`StorageConfig`) is taken out and applied to the environment
-    before ``cls`` is built, unless ``cls`` has a ``storage`` key of its own."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file, e.g. configs/demo/synth.yaml")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path}: not valid YAML ({_yaml_problem(e)}); fix the syntax there") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"config file {path} cannot be read ({getattr(e, 'strerror', None) or e}); "
-                              "check its permissions and that it is a YAML text file") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
-        data = loaded
-    own_storage = STORAGE in {f.name for f in dataclasses.fields(cls)}
+
+def _split_storage(cls: type | None, data: dict, overrides: typing.Iterable[str]) -> tuple[StorageConfig | None, list]:
+    """Take the ``storage:`` section (and ``storage.*`` overrides) out of ``data``: returns it
+    checked (None when absent, or when ``cls`` has a ``storage`` key of its own) and the other
+    overrides as ``(key, raw)`` pairs."""
+    own_storage = cls is not None and STORAGE in {f.name for f in dataclasses.fields(cls)}
     storage = {} if own_storage else data.pop(STORAGE, None) or {}
     if not isinstance(storage, dict):
         raise ConfigError(f"{STORAGE}: a section of keys ({', '.join(StorageConfig.ENV)}), got {storage!r}")
+    rest = []
     for key, raw in parse_overrides(overrides):
         if not own_storage and key.split(".", 1)[0] == STORAGE:
             storage[key.split(".", 1)[-1]] = parse_value(raw, key)
         else:
-            _set_dotted(data, cls, key, raw)
+            rest.append((key, raw))
     unknown = [k for k in storage if k not in StorageConfig.ENV]
     if unknown:
         raise ConfigError(f"unknown config key {STORAGE}.{unknown[0]}; valid keys: "
                           + ", ".join(f"{STORAGE}.{k}" for k in StorageConfig.ENV)
                           + " (access keys go in the file storage.credentials_file names, or in the environment)")
-    if storage:
-        _build(StorageConfig, storage, prefix=f"{STORAGE}.").apply()
+    return (_build(StorageConfig, storage, prefix=f"{STORAGE}.") if storage else None), rest
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> T:
+    """Build ``cls`` from the YAML file ``path`` (optional) and dotted ``key=value`` overrides.
+
+    Pure: reading a config changes nothing. A ``storage:`` section (:class:`StorageConfig`) is
+    checked and left out of ``cls`` (unless ``cls`` has a ``storage`` key of its own); the entry
+    point that runs the config applies it with :func:`apply_storage`."""
+    data = _read_yaml(path)
+    _, rest = _split_storage(cls, data, overrides)
+    for key, raw in rest:
+        _set_dotted(data, cls, key, raw)
     return _build(cls, data)
+
+
+def apply_storage(path: str | Path | None, overrides: typing.Iterable[str] = (), cls: type | None = None) -> dict[str, str]:
+    """Apply the ``storage:`` section of a config (the file ``path`` and its ``storage.*``
+    overrides) to this process's environment, and so to the Ray workers it starts: what an entry
+    point (``segsynth <stage>``, ``serve.app:build``, each step of a pipeline) calls before it
+    runs the config that :func:`load_config` reads. ``cls``: the config class, when it may have
+    a ``storage`` key of its own (then nothing is applied). Returns the variables set."""
+    storage, _ = _split_storage(cls, _read_yaml(path), overrides)
+    return storage.apply() if storage else {}
 
 
 def dump_config(cfg: Any) -> str:

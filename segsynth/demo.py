@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from segsynth.config import ConfigError, load_config
+from segsynth.config import ConfigError, apply_storage, load_config
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ def run(cfg: DemoConfig, address: str | None = None) -> dict:
     from segsynth import console
 
     steps = resolve_steps(cfg)  # before anything runs: a chain must not stop after an hour for a typo
+    for s in steps:  # each step's storage: section, as `segsynth <stage>` applies it (a later step's wins)
+        apply_storage(s.path, cfg.overrides.get(s.step, []))
     results, ran, skipped = {}, [], []
     rerun_from = None  # the first step that ran: every later one runs too
     for number, s in enumerate(steps, 1):

@@ -98,3 +98,71 @@ def test_every_stage_config_has_defaults_and_demo_yaml_loads(repo):
         if not path.exists():
             continue
         load_config(getattr(importlib.import_module(module), cls), path)
+
+
+# ---------------------------------------------------------------- the storage: section
+AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE")
+
+
+@pytest.fixture
+def no_aws_env(monkeypatch):
+    """None of the storage variables set; whatever a test sets is undone after it."""
+    for var in AWS_VARS:
+        monkeypatch.setenv(var, "-")  # recorded, so the original value (or its absence) comes back
+        monkeypatch.delenv(var)
+
+
+def _storage_yaml(tmp_path):
+    path = tmp_path / "synth.yaml"
+    path.write_text(f"out: {tmp_path / 'out'}\nstorage:\n  endpoint_url: http://minio:9000\n")
+    return path
+
+
+def test_load_config_leaves_the_environment_alone(tmp_path, no_aws_env):
+    import os
+
+    from segsynth.synth.config import SynthConfig
+
+    before = dict(os.environ)
+    cfg = load_config(SynthConfig, _storage_yaml(tmp_path), ["storage.region=eu-west-1", "seed=3"])
+    assert cfg.seed == 3 and dict(os.environ) == before
+    with pytest.raises(ConfigError, match="unknown config key storage.secret_access_key"):  # still checked
+        load_config(SynthConfig, None, ["storage.secret_access_key=abc"])
+
+
+def test_the_entry_points_apply_the_storage_section(tmp_path, no_aws_env, capsys):
+    import os
+
+    from segsynth.cli import main
+    from segsynth.config import apply_storage
+
+    path = _storage_yaml(tmp_path)
+    assert apply_storage(None) == {} and "AWS_ENDPOINT_URL" not in os.environ
+    assert main(["synth", "--config", str(path), "--print-config", "storage.region=eu-west-1"]) == 0
+    assert "storage" not in capsys.readouterr().out  # not part of the resolved config
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://minio:9000" and os.environ["AWS_REGION"] == "eu-west-1"
+
+
+def test_a_command_that_runs_a_config_applies_its_storage_section(tmp_path, no_aws_env, capsys):
+    import os
+
+    from segsynth.cli import main
+
+    path = tmp_path / "review.yaml"
+    path.write_text("storage:\n  region: eu-north-1\n")
+    assert main(["review", "create", "--config", str(path), "--print-config", f"images={tmp_path}",
+                 f"candidates=[{{name: ours, path: {tmp_path}}}]"]) == 0
+    assert os.environ["AWS_REGION"] == "eu-north-1"
+
+
+def test_serve_apps_builder_applies_the_storage_section(tmp_path, no_aws_env, repo, monkeypatch):
+    import os
+
+    pytest.importorskip("ray.serve")
+    monkeypatch.syspath_prepend(str(repo))  # serve.app imports from the checkout, as in `serve run`
+    from serve.app import build
+
+    path = tmp_path / "serve.yaml"
+    path.write_text("storage:\n  endpoint_url: http://minio:9000\n")
+    build({"config": str(path), "model": str(tmp_path / "model.onnx"), "storage.region": "eu-west-1"})
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://minio:9000" and os.environ["AWS_REGION"] == "eu-west-1"

@@ -134,8 +134,9 @@ def test_storage_errors_are_input_errors_and_os_errors(s3_env):
 
 def test_endpoint_and_credentials_from_the_config(s3_server, tmp_path):
     """A stage config's `storage:` section: the endpoint, region and a credentials file (keys
-    never in the YAML), applied before anything touches s3://; not written beside outputs. In a
-    fresh process with none of the AWS variables set, as on a machine configured by file only."""
+    never in the YAML), applied by the entry point (apply_storage) before anything touches s3://;
+    not written beside outputs. In a fresh process with none of the AWS variables set, as on a
+    machine configured by file only."""
     import os
     import subprocess
     import sys
@@ -156,8 +157,9 @@ def test_endpoint_and_credentials_from_the_config(s3_server, tmp_path):
     code = textwrap.dedent("""\
         import sys
         from segsynth import io
-        from segsynth.config import dump_config, load_config
+        from segsynth.config import apply_storage, dump_config, load_config
         from segsynth.synth.config import SynthConfig
+        apply_storage(sys.argv[1])
         cfg = load_config(SynthConfig, sys.argv[1])
         io.write_bytes(io.join(cfg.out, "hello.txt"), b"hi")
         assert io.read_bytes(io.join(cfg.out, "hello.txt")) == b"hi"

@@ -159,3 +159,15 @@ def test_segsynth_pipeline_is_a_command(repo, capsys):
     assert main(["pipeline", "--config", str(repo / "configs" / "pipeline.yaml"), "--print-config", "resume=false"]) == 0
     assert "resume: false" in capsys.readouterr().out
     assert 'main(["pipeline", *sys.argv[1:]])' in (repo / "jobs" / "pipeline.py").read_text()
+
+
+def test_each_steps_storage_section_is_applied_before_the_chain_runs(chain, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "-")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # and back to what it was after the test
+    (tmp_path / "configs" / "train.yaml").write_text("out: outputs/train\nstorage:\n  endpoint_url: http://minio:9000\n")
+    resolve_steps(load_config(PipelineConfig, None, [f"configs={tmp_path / 'configs'}", "steps=[cutouts, synth, train, eval]"]))
+    assert "AWS_ENDPOINT_URL" not in os.environ  # resolving reads the configs, nothing more
+    chain()
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://minio:9000"
