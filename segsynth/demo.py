@@ -16,7 +16,8 @@ config that starts with a key is rebased onto its value (``paths={outputs: s3://
 Resume (``resume: true``; ``segsynth pipeline``'s default): a step whose output is complete is
 skipped unless an earlier step ran in this run (what it wrote may have changed, so every later
 step runs again) or ``force`` names it. Complete means the step's marker exists: the
-``OUT/summary.json`` every stage writes last, or for ``export`` the model card ``FILE.json``
+``OUT/summary.json`` every stage deletes when it starts and writes last (``io.mark_incomplete``,
+``io.mark_complete``), or for ``export`` the model card ``FILE.json``
 written once the file passed its parity check. Before a step runs, its marker and those of all
 later steps are deleted, so a run that fails or is cancelled resumes at its first incomplete
 step. Inside a step, the stage resumes as it does alone (synth keeps the shards already written,
@@ -49,7 +50,6 @@ SERVICES = ("serve",)
 # what a stage reuses from its own `out` when it runs again (a step re-run after an earlier one)
 REUSED_INSIDE = {"cutouts": "the parts already written (OUT/parts)", "synth": "the shards already written",
                  "train": "its latest checkpoint under OUT/NAME"}
-SUMMARY = "summary.json"
 
 
 def split_step(step: str) -> tuple[str, str]:
@@ -177,7 +177,7 @@ def completion_marker(stage: str, cfg: Any) -> str | None:
 
         return card_file(cfg.out or io.join(cfg.ckpt, f"model{FORMATS[cfg.format]}"))
     out = getattr(cfg, "out", None)
-    return io.join(out, SUMMARY) if out else None
+    return io.join(out, io.SUMMARY) if out else None
 
 
 _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
@@ -238,10 +238,8 @@ def _invalidate(s: Step) -> None:
     """Delete the step's completion marker, if any."""
     from segsynth import io
 
-    if not s.marker or not io.exists(s.marker):
-        return
-    fs, p = io.resolve(s.marker)
-    fs.delete_file(p)
+    if s.marker:
+        io.delete(s.marker)
 
 
 def _previous(s: Step) -> dict:

@@ -9,6 +9,7 @@ Images are ``(H, W, 3) uint8`` RGB; RGBA cutouts ``(H, W, 4) uint8``; masks ``(H
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 import re
@@ -160,6 +161,34 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         fs.create_dir(posixpath.dirname(p), recursive=True)
         with fs.open_output_stream(p) as f:
             f.write(data)
+
+
+def delete(path: str | Path) -> bool:
+    """Delete the file ``path`` when it is there; returns whether it was."""
+    fs, p = resolve(path)
+    with _storage(path, "write"):
+        if fs.get_file_info(p).type == pafs.FileType.NotFound:
+            return False
+        fs.delete_file(p)
+    return True
+
+
+# ---------------------------------------------------------------- a stage's completion marker
+SUMMARY = "summary.json"  # a stage writes it into its out last, once the output is complete (segsynth.demo resumes on it)
+
+
+def mark_incomplete(out: str | Path) -> None:
+    """Say that the stage output ``out`` is not complete: delete its ``summary.json`` (a previous
+    run's). A stage calls it before its first write into ``out`` and :func:`mark_complete` last,
+    so a run that fails in between leaves no summary claiming the folder is complete."""
+    delete(join(out, SUMMARY))
+
+
+def mark_complete(out: str | Path, summary: dict, default=None) -> dict:
+    """Write ``summary`` as ``out/summary.json`` (whole or not at all), the stage's last write;
+    ``default``: :func:`json.dumps`'s, for values JSON has no type for. Returns ``summary``."""
+    write_bytes(join(out, SUMMARY), json.dumps(summary, indent=2, default=default).encode())
+    return summary
 
 
 def list_files(folder: str | Path, exts: Iterable[str] | None = None, recursive: bool = False) -> list[str]:

@@ -27,7 +27,6 @@ A corrupt image is skipped, counted and named in the log and the summary; the jo
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 
@@ -35,7 +34,7 @@ import time
 from segsynth import console, io
 from segsynth.config import ConfigError, check_resume_config, save_config
 from segsynth.cutouts.config import CutoutsConfig
-from segsynth.cutouts.manifest import (MANIFEST, SUMMARY, CutoutWorker, PartCollector, combine_parts, list_items,
+from segsynth.cutouts.manifest import (MANIFEST, CutoutWorker, PartCollector, combine_parts, list_items,
                                        output_settings, write_rejects)
 from segsynth.parts import pending_parts, plan_parts, written_parts
 
@@ -60,6 +59,7 @@ def run(cfg: CutoutsConfig, address: str | None = None) -> dict:
     written = written_parts(cfg.out)
     if written:
         check_resume_config(cfg, cfg.out, output_settings, holds="cutout parts")
+    io.mark_incomplete(cfg.out)
     save_config(cfg, cfg.out)
     pending = pending_parts(cfg.out, keys, written)
     log.info("cutouts: %d items in %d parts of %d (%d already written) -> %s",
@@ -84,7 +84,7 @@ def run(cfg: CutoutsConfig, address: str | None = None) -> dict:
         "parts_skipped": len(plan) - len(made),
         "seconds": round(time.time() - t0, 1),
     }
-    io.write_bytes(io.join(cfg.out, SUMMARY), json.dumps(summary, indent=2).encode())
+    io.mark_complete(cfg.out, summary)
     if counts.corrupt:
         log.warning("%d corrupt inputs skipped: %s", len(counts.corrupt), ", ".join(counts.corrupt[:10]))
     log.debug("cutouts: %d written of %d (%d background not white, %d low quality, %d corrupt) -> %s",

@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.parquet"
 
 
-SUMMARY = "summary.json"
-
-
 REJECTS = "rejects.csv"
 
 

@@ -65,6 +65,7 @@ def build_test_set(catalog_csv: str, images_dir: str, out: str, per_category: in
     if masks_dir is None and teacher is None:
         raise ValueError("a test set needs masks: pass masks_dir (a folder of <stem>.png) or teacher "
                          "(a predictor path, e.g. the DIS ONNX, for pseudo-labels)")
+    io.mark_incomplete(out)
     rows = _catalog_rows(catalog_csv, stem_column, category_column, file_column)
     images = {io.stem(p): p for p in io.list_files(images_dir, io.IMAGE_EXTS)}
     by_name = {p.rsplit("/", 1)[-1]: p for p in images.values()}
@@ -123,7 +124,7 @@ def build_test_set(catalog_csv: str, images_dir: str, out: str, per_category: in
     io.write_bytes(io.join(out, "categories.csv"), buf.getvalue().encode())
     summary = {"out": out, "items": len(out_rows), "skipped": skipped, "categories": len({r["category"] for r in out_rows}),
                "label_source": source, "per_category": per_category, "seed": seed}
-    io.write_bytes(io.join(out, "summary.json"), json.dumps(summary, indent=2).encode())
+    io.mark_complete(out, summary)
     log.info("test set: %d items from %d categories -> %s", summary["items"], summary["categories"], out)
     return summary
 

@@ -76,6 +76,7 @@ def run(cfg: EvalConfig, address: str | None = None, command: str | None = None)
         io.require_input(cfg.preferences, "preferences")  # a CSV/parquet/jsonl file or a review task folder
     io.require_output(cfg.out)
     items = eval_items(cfg.data, cfg.limit, cfg.stems, cfg.split.half if cfg.split else None)
+    io.mark_incomplete(cfg.out)
     save_config(cfg, cfg.out)
     rows = _predict_with_ray(cfg, items, address)
 
@@ -113,6 +114,6 @@ def run(cfg: EvalConfig, address: str | None = None, command: str | None = None)
         "report": report_dir,
         "models": {r["model"]: {k: r[k] for k in ["n", *M.METRICS, "max_f_dataset"] if k in r} for r in overall},
     }
-    io.write_bytes(io.join(cfg.out, "summary.json"), json.dumps(summary, indent=2, default=float).encode())
+    io.mark_complete(cfg.out, summary, default=float)
     log.debug("evaluation written to %s (report: %s)", cfg.out, report_dir)
     return summary

@@ -10,7 +10,6 @@ another aspect ratio) skips that item with a reason in ``summary.json``; the tas
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -119,6 +118,7 @@ def create(cfg: ReviewConfig) -> dict:
     if (out / "task.sqlite").exists():
         raise io.InputError(f"out: {out} holds a task already; choose another out or delete that folder")
     io.require_output(cfg.out)
+    io.mark_incomplete(cfg.out)
 
     folder = Path(cfg.images)
     images_dir = folder / "images" if (folder / "images").is_dir() else folder
@@ -179,7 +179,7 @@ def create(cfg: ReviewConfig) -> dict:
     save_config(cfg, str(out))
     summary = {"out": str(out), "kind": cfg.kind, "items": len(kept), "skipped": skipped,
                "annotators_per_item": cfg.annotators_per_item, "slots": len(kept) * cfg.annotators_per_item}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    io.mark_complete(out, summary)
     for stem, why in list(skipped.items())[:10]:
         log.warning("review: skipped %s: %s", stem, why)
     return summary

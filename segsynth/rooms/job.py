@@ -22,7 +22,6 @@ CPU compositing stage (``segsynth.synth.job.ShardRooms``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Sequence
@@ -94,6 +93,7 @@ def run(cfg: RoomsConfig, address: str | None = None) -> dict:
     done = written_parts(cfg.out) & set(range(len(plan)))
     if done:
         check_resume_config(cfg, cfg.out, output_settings, holds="room parts")
+    io.mark_incomplete(cfg.out)
     save_config(cfg, cfg.out)
     pending = [i for i in range(len(plan)) if i not in done]
     log.info("rooms: %d prompts in %d parts of %d (%d already written) -> %s",
@@ -121,7 +121,7 @@ def run(cfg: RoomsConfig, address: str | None = None) -> dict:
         "seconds": round(seconds, 2),  # this run's generation
         "backgrounds_per_second": round(new_rooms / seconds, 4) if new_rooms and seconds > 0 else None,
     }
-    io.write_bytes(io.join(cfg.out, "summary.json"), json.dumps(summary, indent=2).encode())
+    io.mark_complete(cfg.out, summary)
     log.debug("rooms: kept %d of %d (dropped %d blank, %d near duplicates) -> %s",
              counts.kept, counts.generated, counts.dropped_blank, counts.dropped_duplicate, summary["library"])
     return summary

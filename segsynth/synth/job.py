@@ -21,7 +21,6 @@ with its own resources and pool size.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -29,7 +28,7 @@ import time
 from segsynth import console, io
 from segsynth.config import save_config
 from segsynth.synth.config import SynthConfig
-from segsynth.synth.shards import (SUMMARY, ShardRooms, ShardWriter, check_existing_config, pending_shards, plan_shards,
+from segsynth.synth.shards import (ShardRooms, ShardWriter, check_existing_config, pending_shards, plan_shards,
                                    summarize, write_contact_sheet)
 
 log = logging.getLogger(__name__)
@@ -72,6 +71,7 @@ def run(cfg: SynthConfig, address: str | None = None) -> dict:
     io.require_output(cfg.out)
     check_existing_config(cfg)
     shards = plan_shards(cfg)
+    io.mark_incomplete(cfg.out)
     save_config(cfg, cfg.out)
     pending = pending_shards(cfg, shards)
     n_samples = sum(len(s["ks"]) for s in shards)
@@ -97,7 +97,7 @@ def run(cfg: SynthConfig, address: str | None = None) -> dict:
     summary["samples_per_node"] = nodes
     if cfg.contact_sheet:
         summary["contact_sheet"] = write_contact_sheet(cfg)
-    io.write_bytes(io.join(cfg.out, SUMMARY), json.dumps(summary, indent=2).encode())
+    io.mark_complete(cfg.out, summary)
     log.debug("synth: wrote %d new samples (%d shards skipped as already written) to %s",
              summary["samples_written"], summary["shards_skipped"], cfg.out)
     for key in ("corrupt_cutouts", "skipped_backgrounds", "skipped_distractors"):

@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 SHARD_DIR = "shards"
 
 
-SUMMARY = "summary.json"
-
-
 CONTACT_SHEET = "contact_sheet.png"
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -197,6 +196,7 @@ def run(cfg: TrainConfig, address: str | None = None, worker_loop=train_loop_per
     n_steps = steps_per_epoch(cfg, counts.train)
     log.info("train rows per epoch %d, validation rows %d, %d steps per epoch x %d epochs on %d worker(s)",
              counts.train, counts.val, n_steps, cfg.epochs, cfg.num_workers)
+    io.mark_incomplete(cfg.out)
     io.makedirs(cfg.out)
     save_config(cfg, cfg.out)
     init_ray(address)
@@ -256,6 +256,5 @@ def run(cfg: TrainConfig, address: str | None = None, worker_loop=train_loop_per
         "sources": list(counts.per_source),
         "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
     }
-    io.write_bytes(io.join(cfg.out, "summary.json"), json.dumps(summary, indent=2, default=str).encode())
-    return summary
+    return io.mark_complete(cfg.out, summary, default=str)
 

@@ -15,7 +15,6 @@ products from the whole dataset rather than from a few neighbouring shards.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -105,6 +104,7 @@ def run_local(cfg: TrainConfig, rows: dict[str, list[dict]] | None = None) -> di
         io.require_input(source.path, f"data[{i}].path")
     counts = plan(cfg)
     n_steps = steps_per_epoch(cfg, counts.train)
+    io.mark_incomplete(cfg.out)
     io.makedirs(cfg.out)
     save_config(cfg, cfg.out)
     session = LocalSession(cfg, rows)
@@ -121,8 +121,7 @@ def run_local(cfg: TrainConfig, rows: dict[str, list[dict]] | None = None) -> di
         "sources": list(counts.per_source),
         "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
     }
-    io.write_bytes(io.join(cfg.out, "summary.json"), json.dumps(summary, indent=2, default=str).encode())
-    return summary
+    return io.mark_complete(cfg.out, summary, default=str)
 
 
 def _finished(folder: str) -> dict:
