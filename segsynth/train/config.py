@@ -117,7 +117,7 @@ class TrainConfig:
     cpus_per_worker: float | None = None  # default 0.5 on CPU (data tasks need CPUs too), 4 with GPUs
     torch_threads: int | None = None  # intra-op threads per worker; default max(1, cpus_per_worker)
     checkpoint_every_steps: int = 500
-    num_to_keep: int = 2  # Ray checkpoints kept: the best by validation IoU and the latest
+    num_to_keep: int = 2  # Ray checkpoints kept: the best by the select_on score (as best/) and the latest
     max_failures: int = 2  # worker failures recovered (from the latest checkpoint) before giving up
     val_fraction: float = 0.1  # share of products (segsynth.split.product_key) held out of the synthetic data
     val_max_samples: int | None = 2000  # caps synthetic validation time per epoch

@@ -1,7 +1,7 @@
 """``segsynth train``: the FPN model on synthetic (and real) data with Ray Train DDP.
 
     cfg = load_config(TrainConfig, "configs/demo/train.yaml", ["epochs=2"])
-    summary = run(cfg)          # {"best": "OUT/best", "best_val_iou": ..., ...}
+    summary = run(cfg)          # {"best": "OUT/best", "best_score": ..., "best_iou": ..., ...}
 
 Data: one Ray Dataset per split, read from synthetic parquet datasets (``SYNTH/shards``) and
 labelled folders (``images/`` + ``masks/``), mixed with per-source weights. Samples are split
@@ -26,7 +26,7 @@ from segsynth import console, io
 from segsynth.config import save_config
 from segsynth.train.config import TrainConfig
 from segsynth.train.data import decode_samples, decoded_locally, index_source, plan, shard_files, steps_per_epoch, synthetic_columns
-from segsynth.train.loop import PROGRESS_FILE, SCORE_KEY, train_loop
+from segsynth.train.loop import PROGRESS_FILE, SELECT_SCORE_KEY, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def run(cfg: TrainConfig, address: str | None = None, worker_loop=train_loop_per
             name=cfg.name, storage_path=cfg.out,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.num_to_keep,
-                                                         checkpoint_score_attribute=SCORE_KEY,
+                                                         checkpoint_score_attribute=SELECT_SCORE_KEY,
                                                          checkpoint_score_order="max")),
         datasets=datasets,
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
@@ -231,15 +231,15 @@ def run(cfg: TrainConfig, address: str | None = None, worker_loop=train_loop_per
         result = trainer.fit()
     fit_s = time.perf_counter() - started
     metrics = dict(result.metrics or {})
-    scored = [(m.get(SCORE_KEY, float("-inf")), _checkpoint_uri(c, cfg.out)) for c, m in (result.best_checkpoints or [])]
+    scored = [(m.get(SELECT_SCORE_KEY, float("-inf")), _checkpoint_uri(c, cfg.out)) for c, m in (result.best_checkpoints or [])]
     best_dir = io.join(cfg.out, "best")
     summary = {
         "out": cfg.out,
         "best": best_dir if io.exists(io.join(best_dir, "model_card.json")) else None,
-        "best_val_iou": metrics.get("best_val_iou"),
         "select_on": cfg.select_on,
         "selected_on": "val_data" if cfg.val_data else ("synthetic" if counts.val else "train_loss"),
-        "best_score": metrics.get("best_score"),
+        "best_score": metrics.get("best_score"),  # select_on (negated when lower is better) on selected_on
+        "best_iou": metrics.get("best_iou"),  # best/'s IoU on selected_on (None for train_loss)
         "best_step": metrics.get("best_step"),
         "normalization": cfg.resolved_normalization,
         "epochs": metrics.get("epoch"),

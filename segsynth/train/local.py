@@ -113,7 +113,8 @@ def run_local(cfg: TrainConfig, rows: dict[str, list[dict]] | None = None) -> di
     last = session.reports[-1] if session.reports else _finished(session.latest)
     summary = {
         "out": cfg.out, "best": io.join(cfg.out, "best") if io.exists(io.join(cfg.out, "best", "model_card.json")) else None,
-        "select_on": cfg.select_on, "best_score": last.get("best_score"), "best_step": last.get("best_step"),
+        "select_on": cfg.select_on, "best_score": last.get("best_score"), "best_iou": last.get("best_iou"),
+        "best_step": last.get("best_step"),
         "normalization": cfg.resolved_normalization, "epochs": last.get("epoch"), "steps": last.get("step"),
         "train_rows_per_epoch": counts.train, "val_rows": counts.val, "steps_per_epoch": n_steps,
         "fit_wall_s": time.perf_counter() - started, "backend": "local",
@@ -131,4 +132,5 @@ def _finished(folder: str) -> dict:
     if not Path(folder, "state.pt").is_file():
         return {}
     loop = read_checkpoint(folder)[1]["loop"]
-    return {"step": loop["step"], "epoch": loop["epoch"], "best_score": loop["best_score"], "best_step": loop["best_step"]}
+    return {"step": loop["step"], "epoch": loop["epoch"], "best_score": loop["best_score"], "best_iou": loop.get("best_iou"),
+            "best_step": loop["best_step"]}

@@ -40,7 +40,9 @@ from segsynth.train.data import real_val_items
 
 log = logging.getLogger(__name__)
 
-SCORE_KEY = "checkpoint_score"  # Ray keeps the best checkpoints by this: validation IoU per epoch
+# Ray keeps the best checkpoints (num_to_keep) by this metric: each epoch's select_on score, higher is better
+# (score_of in train_loop); the name is what runs already on disk were reported with
+SELECT_SCORE_KEY = "checkpoint_score"
 STEP_CHECKPOINT_SCORE = -1e9  # mid-epoch checkpoints are for resuming, never "the best"
 STATE_FILE = "state.pt"
 PROGRESS_FILE = "progress.json"  # {"step", "total"} by rank 0, for the driver's progress bar
@@ -368,13 +370,19 @@ class LoopState:
     epoch: int = 0  # epochs completed
     step_in_epoch: int = 0
     best_score: float = -math.inf
-    best_val_iou: float | None = None
+    best_iou: float | None = None  # best/'s IoU on what it was selected on (the selecting real sets, else synthetic)
     best_step: int | None = None
     history: list[dict] = field(default_factory=list)
     attempt_start_steps: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, loop: dict) -> "LoopState":
+        """A checkpoint's loop state; one written before ``best_iou`` had its name holds
+        ``best_val_iou`` (the synthetic IoU, empty when best/ was a step row): not carried over."""
+        return cls(**{k: v for k, v in loop.items() if k != "best_val_iou"})
 
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:
@@ -550,7 +558,7 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
         if folder:
             weights, blob = read_checkpoint(folder)
             model.load_state_dict(weights)
-            state = LoopState(**blob["loop"])
+            state = LoopState.from_dict(blob["loop"])
             log.info("rank %d resumes from step %d (epoch %d, %d steps into it)", rank, state.step, state.epoch, state.step_in_epoch)
     state.attempt_start_steps.append(state.step)
     model.to(device)
@@ -570,18 +578,18 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
 
     def validate_real() -> dict:
         """Each real set's mean metrics (all ranks' photos), as ``val_<label>_<metric>`` columns,
-        plus the pooled ``select_on`` mean over the photos of the ``select: true`` sources
-        (``_real_select``)."""
+        plus the pooled ``select_on`` and IoU means over the photos of the ``select: true``
+        sources (``_real_select``, ``_real_iou``)."""
         sums = real_val(stepper, cfg.val_batch_size)
         flat = _all_reduce([sums[label][k] for label in labels for k in VAL_SUMS], device)
-        cols, pooled, total = {}, 0.0, 0.0
+        cols, pooled, pooled_iou, total = {}, 0.0, 0.0, 0.0
         for i, label in enumerate(labels):
             got = dict(zip(VAL_SUMS, flat[i * len(VAL_SUMS):(i + 1) * len(VAL_SUMS)]))
             for m in REAL_METRICS:
                 cols[f"val_{label}_{m}"] = _mean(got[m], got["n"])
             if label in selecting:
-                pooled, total = pooled + got[cfg.select_on], total + got["n"]
-        cols["_real_select"] = _mean(pooled, total)
+                pooled, pooled_iou, total = pooled + got[cfg.select_on], pooled_iou + got["iou"], total + got["n"]
+        cols["_real_select"], cols["_real_iou"] = _mean(pooled, total), _mean(pooled_iou, total)
         return cols
 
     def score_of(row: dict) -> float:
@@ -596,9 +604,10 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
         """Score ``row``, keep it in the history; rank 0 writes the CSV, the curve and, when it
         is the best so far, best/ (what eval, export and serve load)."""
         score = score_of(row)
+        iou = row.pop("_real_iou", None) if labels else row.get("val_iou")  # on the data score_of used
         improved = score > state.best_score
         if improved:
-            state.best_score, state.best_val_iou, state.best_step = score, row.get("val_iou"), state.step
+            state.best_score, state.best_iou, state.best_step = score, iou, state.step
         row.update(score=score, best=improved)
         state.history.append(row)
         if rank == 0:
@@ -665,7 +674,7 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
                     log.info("step %d: %s%s", state.step, _real_summary(row, labels), " (best so far)" if improved else "")
             if state.step % cfg.checkpoint_every_steps == 0 and state.step_in_epoch < n_steps:
                 report({"step": state.step, "epoch": epoch, "train_loss": float(loss_sum) / max(loss_n, 1),
-                        SCORE_KEY: STEP_CHECKPOINT_SCORE, "attempt_start_steps": list(state.attempt_start_steps)},
+                        SELECT_SCORE_KEY: STEP_CHECKPOINT_SCORE, "attempt_start_steps": list(state.attempt_start_steps)},
                        with_checkpoint=True)
         del batches
         train_s = time.perf_counter() - t0
@@ -686,7 +695,7 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
             log.info("epoch %d/%d step %d: train loss %.4f, synthetic val IoU %s, SSIM %s%s, %.1f samples/s%s", epoch + 1,
                      cfg.epochs, state.step, row["train_loss"] or float("nan"), row["val_iou"], row["val_ssim_box"],
                      (", " + _real_summary(row, labels)) if labels else "", row["samples_per_s"], " (best so far)" if improved else "")
-        metrics = {**row, SCORE_KEY: score, "best_val_iou": state.best_val_iou, "best_score": state.best_score,
+        metrics = {**row, SELECT_SCORE_KEY: score, "best_iou": state.best_iou, "best_score": state.best_score,
                    "best_step": state.best_step, "attempt_start_steps": list(state.attempt_start_steps)}
         report({k: v for k, v in metrics.items() if v is not None}, with_checkpoint=True)
     if rank == 0:  # the weights at the end of the budget (EMA when on), whatever best/ chose: what ablations compare

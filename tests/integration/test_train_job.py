@@ -182,6 +182,7 @@ def test_real_validation_every_steps_selects_best(tmp_path, ray_local):
     assert all(0.0 <= v <= 1.0 for v in ious) and all(r["val_photos_ssim_box"] for r in rows)
     best_rows = [r for r in rows if r["best"] == "True"]
     assert int(best_rows[-1]["step"]) == summary["best_step"] == int(rows[int(np.argmax(ious))]["step"])
+    assert summary["best_iou"] == pytest.approx(max(ious))  # best/'s IoU on the photos, a step row's too
     card = json.loads((Path(cfg.out) / "best" / "model_card.json").read_text())
     assert card["step"] == summary["best_step"] and card["preprocessing"]["normalization"] == "lite"
 

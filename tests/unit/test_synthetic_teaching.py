@@ -289,3 +289,42 @@ def test_the_loop_learns_in_process_and_writes_what_segsynth_train_writes(tmp_pa
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 96
     # a rerun into the same out resumes at the end: nothing more to train
     assert run_local(cfg)["steps"] == 96
+
+
+def test_best_iou_is_best_s_iou_on_what_it_was_selected_on_also_for_a_step_row(tmp_path, monkeypatch):
+    """best/ chosen at a step row (real photos only, no synthetic columns): the summary's
+    best_iou is that row's IoU on the selecting real set, not empty; the checkpoints Ray ranks
+    carry the select_on score."""
+    import csv
+
+    from segsynth.train import loop
+    from segsynth.train.local import run_local
+
+    real = loop.RealValidation.__call__
+    calls = []
+
+    def fading(self, stepper, batch_size):  # each validation scores lower: the first (a step row) is best
+        calls.append(1)
+        return {label: {**sums, "iou": sums["iou"] / len(calls)} for label, sums in real(self, stepper, batch_size).items()}
+
+    monkeypatch.setattr(loop.RealValidation, "__call__", fading)
+    synth = tmp_path / "synth" / "shards"
+    synth.mkdir(parents=True)
+    io.write_parquet([{"sample_id": r["key"][:-2], "cutout_id": r["key"][:-2], "image": io.encode_png(r["image"]),
+                       "mask": io.encode_png(r["mask"])} for r in _rows(12, 64, 0)], str(synth / "shard-00000.parquet"))
+    labelled = _folder(tmp_path / "real", ["a_1", "b_2"])
+    cfg = _tiny_cfg(tmp_path / "run", f"data=[{{path: '{tmp_path / 'synth'}'}}]", "val_fraction=0.0", "epochs=1",
+                    "max_steps_per_epoch=3", "val_every_steps=1", "select_on=iou", "checkpoint_every_steps=1000",
+                    f"val_data=[{{path: '{labelled}', name: photos}}]", "shuffle_pool=8")
+    summary = run_local(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [r["kind"] for r in rows] == ["step", "step", "epoch"] and rows[0]["best"] == "True"
+    assert summary["best_step"] == 1 and summary["best_iou"] is not None
+    assert summary["best_iou"] == pytest.approx(float(rows[0]["val_photos_iou"]))
+
+
+def test_a_checkpoint_from_before_best_iou_resumes():
+    from segsynth.train.loop import LoopState
+
+    state = LoopState.from_dict({**LoopState(step=7, best_score=0.5).as_dict(), "best_val_iou": None})
+    assert state.step == 7 and state.best_score == 0.5 and state.best_iou is None
