@@ -40,6 +40,29 @@ def copies(sample_id: str, weight: float, seed: int) -> int:
     return whole + int(stable_hash("mix", seed, str(sample_id)) / _HASH_RANGE < frac)
 
 
+def role_rows(sample_ids, cutout_ids, distractor_ids, role: str, val_fraction: float, weight: float = 1.0,
+              seed: int = 0) -> tuple[list[tuple[int, int]], int]:
+    """Which rows of one source ``role`` ("train" or "val") uses, and how often: ``[(row index,
+    copies)]`` in row order (a validation row once, a training row :func:`copies` times, rows with
+    none left out), and how many training rows were left out because they show a held-out product
+    as a distractor. ``distractor_ids``: None when the source records none. The one rule that
+    :func:`decode_samples` decodes by and :func:`plan` counts by."""
+    chosen, leaks = [], 0
+    for i, (sid, cid) in enumerate(zip(sample_ids, cutout_ids)):
+        if is_validation(cid, val_fraction) != (role == "val"):
+            continue
+        if role == "val":
+            chosen.append((i, 1))
+            continue
+        if distractor_ids is not None and shows_validation_product(distractor_ids[i], val_fraction):
+            leaks += 1
+            continue
+        n = copies(str(sid), weight, seed)
+        if n:
+            chosen.append((i, n))
+    return chosen, leaks
+
+
 # ---------------------------------------------------------------- decoding (Ray Data tasks: no torch here)
 def decode_samples(batch: dict[str, np.ndarray], role: str, size: int, val_fraction: float,
                    weight: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
@@ -54,18 +77,11 @@ def decode_samples(batch: dict[str, np.ndarray], role: str, size: int, val_fract
     """
     cv2.setNumThreads(1)  # a Ray task per core: OpenCV's own thread pool only oversubscribes the cores
     keys, images, masks = [], [], []
-    skipped = leaks = 0
-    for i, sid in enumerate(batch["sample_id"]):
-        sid = str(sid)
-        held_out = is_validation(batch["cutout_id"][i], val_fraction)
-        if held_out != (role == "val"):
-            continue
-        if role == "train" and "distractor_ids" in batch and shows_validation_product(batch["distractor_ids"][i], val_fraction):
-            leaks += 1
-            continue
-        n = 1 if role == "val" else copies(sid, weight, seed)
-        if n == 0:
-            continue
+    skipped = 0
+    chosen, leaks = role_rows(batch["sample_id"], batch["cutout_id"], batch.get("distractor_ids"), role, val_fraction,
+                              weight, seed)
+    for i, n in chosen:
+        sid = str(batch["sample_id"][i])
         try:
             if "image" in batch:
                 img_bytes, mask_bytes = batch["image"][i], batch["mask"][i]
@@ -150,17 +166,15 @@ def plan(cfg: TrainConfig) -> SplitCounts:
     rows = []
     for s in cfg.data:
         index = index_source(s)
-        v = sum(is_validation(r["cutout_id"], cfg.val_fraction) for r in index)
-        leaks = [r for r in index if not is_validation(r["cutout_id"], cfg.val_fraction)
-                 and shows_validation_product(r.get("distractor_ids"), cfg.val_fraction)]
-        t = sum(copies(r["sample_id"], s.weight, cfg.seed) for r in index
-                if not is_validation(r["cutout_id"], cfg.val_fraction)) - sum(
-            copies(r["sample_id"], s.weight, cfg.seed) for r in leaks)
+        ids, cutouts = [r["sample_id"] for r in index], [r["cutout_id"] for r in index]
+        distractors = [r.get("distractor_ids") for r in index]
+        trained, leaks = role_rows(ids, cutouts, distractors, "train", cfg.val_fraction, s.weight, cfg.seed)
+        t, v = sum(n for _, n in trained), len(role_rows(ids, cutouts, None, "val", cfg.val_fraction)[0])
         if leaks:
             log.warning("%s: %d training samples show validation products as distractors and are left out "
-                        "(synthesize with val_fraction=%s to keep them)", s.path, len(leaks), cfg.val_fraction)
+                        "(synthesize with val_fraction=%s to keep them)", s.path, leaks, cfg.val_fraction)
         rows.append({"path": s.path, "kind": s.kind, "weight": s.weight, "samples": len(index), "train_rows": t,
-                     "val_rows": v, "left_out_leaks": len(leaks)})
+                     "val_rows": v, "left_out_leaks": leaks})
         train, val = train + t, val + v
     if cfg.val_max_samples is not None:
         val = min(val, cfg.val_max_samples)

@@ -49,6 +49,33 @@ def test_decode_samples_roles_and_corrupt_rows():
     assert train["image"].dtype == np.uint8
 
 
+def test_plan_counts_what_decode_samples_yields(tmp_path):
+    """plan() counts rows by the rule decode_samples decodes by (role_rows): per-source weights
+    as copies, validation by product, training rows showing a held-out product left out."""
+    from segsynth.train.data import plan
+
+    rng = np.random.default_rng(1)
+    n = 60
+    cutouts = [f"c{i // 3}" for i in range(n)]
+    held = sorted({c for c in cutouts if is_validation(c, 0.3)})
+    assert held, "the split holds some products out"
+    png = io.encode_png(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    mask = io.encode_png(np.zeros((8, 8), np.uint8))
+    rows = [{"sample_id": f"{c}#{i}", "cutout_id": c, "image": png, "mask": mask,
+             "distractor_ids": held[0] if i % 4 == 0 else ""} for i, c in enumerate(cutouts)]
+    (tmp_path / "synth" / "shards").mkdir(parents=True)
+    io.write_parquet(rows, str(tmp_path / "synth" / "shards" / "shard-00000.parquet"))
+    cfg = load_config(TrainConfig, None, [f"data=[{{path: '{tmp_path / 'synth'}', weight: 1.5}}]", f"out={tmp_path / 'out'}",
+                                          "val_fraction=0.3", "seed=2"])
+    counts = plan(cfg)
+    batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
+    train = decode_samples(batch, "train", 8, 0.3, weight=1.5, seed=2)
+    val = decode_samples(batch, "val", 8, 0.3)
+    leaks = sum(1 for r in rows if r["distractor_ids"] and not is_validation(r["cutout_id"], 0.3))
+    assert counts.train == len(train["key"]) and counts.val == len(val["key"]) == sum(c in held for c in cutouts)
+    assert counts.per_source[0]["left_out_leaks"] == leaks > 0
+
+
 def test_decoding_letterboxes_like_the_predictor():
     """Training meets a non-square photo as every predictor does: longer side to size, content
     at the top-left, zero padding (not the centre crop of before)."""
