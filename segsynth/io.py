@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import posixpath
 import re
+import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -147,20 +149,77 @@ def read_bytes(path: str | Path) -> bytes:
         return f.read()
 
 
+class AtomicOutput:
+    """An output stream to the file ``path`` that appears whole or not at all.
+
+    On local disk the bytes go to a temp file beside it (``NAME.<pid>-<random>.tmp``: two writers
+    of one file, a retried task or two threads, never share one) that :meth:`commit` renames onto
+    ``path``; on an object store the object appears when the upload completes on commit, and
+    :meth:`abort` deletes what a failed write left. The parent folder is created. As a context
+    manager it gives the stream, commits when the block ends and aborts on an exception::
+
+        with AtomicOutput(path) as f:
+            f.write(data)
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self._fs, self._final = resolve(path)
+        local = isinstance(self._fs, pafs.LocalFileSystem)
+        self._tmp = f"{self._final}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp" if local else None
+        with _storage(self.path, "write"):
+            self._fs.create_dir(posixpath.dirname(self._final), recursive=True)
+            self.stream = self._fs.open_output_stream(self._tmp or self._final)
+        self._done = False
+
+    def commit(self) -> None:
+        """Close the stream and put the file in place (no-op once committed or aborted)."""
+        if self._done:
+            return
+        try:
+            with _storage(self.path, "write"):
+                self.stream.close()
+            if self._tmp:
+                Path(self._tmp).replace(self._final)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+
+    def abort(self) -> None:
+        """Stop and leave no file (no-op once committed or aborted)."""
+        if self._done:
+            return
+        self._done = True
+        if not self.stream.closed:
+            try:
+                self.stream.close()  # an object store completes the upload here: deleted below
+            except OSError as e:  # the write failed already; that error is the one to raise
+                logging.getLogger(__name__).debug("%s: closing the aborted write: %s", self.path, e)
+        if self._tmp:
+            Path(self._tmp).unlink(missing_ok=True)
+            return
+        try:
+            if self._fs.get_file_info(self._final).type != pafs.FileType.NotFound:
+                self._fs.delete_file(self._final)
+        except OSError as e:
+            logging.getLogger(__name__).warning("could not delete the incomplete %s (%s); delete it by hand", self.path, e)
+
+    def __enter__(self):
+        return self.stream
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write atomically on local disk (temp file + rename), so a crash leaves no half file."""
-    fs, p = resolve(path)
-    if isinstance(fs, pafs.LocalFileSystem):
-        fs.create_dir(posixpath.dirname(p), recursive=True)
-        tmp = f"{p}.{os.getpid()}.tmp"  # two writers of one file (a retried task) never share a temp file
-        with open(tmp, "wb") as f:
-            f.write(data)
-        Path(tmp).replace(p)
-        return
-    with _storage(path, "write"):
-        fs.create_dir(posixpath.dirname(p), recursive=True)
-        with fs.open_output_stream(p) as f:
-            f.write(data)
+    """Write ``data`` to ``path`` whole or not at all (:class:`AtomicOutput`): a crash leaves no
+    half file."""
+    with _storage(path, "write"), AtomicOutput(path) as f:
+        f.write(data)
 
 
 def delete(path: str | Path) -> bool:

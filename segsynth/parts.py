@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 import re
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from segsynth import io
@@ -97,9 +94,9 @@ class ParquetStreamWriter:
 
     Memory is one incoming table plus one group, however large the file; a reader that wants a
     few rows reads their groups only. :meth:`write` takes the schema's columns of a table and
-    casts them to the schema's types. On local disk the file is written to a temp file renamed
-    on :meth:`close` (a failed run leaves no half file); on an object store the object appears on
-    close, and :meth:`abort` deletes it. As a context manager, an exception inside aborts.
+    casts them to the schema's types. The file appears whole on :meth:`close` or not at all
+    (:class:`segsynth.io.AtomicOutput`: a failed run leaves no half file); :meth:`abort` stops and
+    leaves none. As a context manager, an exception inside aborts.
     """
 
     def __init__(self, path: str, schema: pa.Schema, row_group_rows: int = 64):
@@ -107,11 +104,12 @@ class ParquetStreamWriter:
             raise ValueError(f"row_group_rows must be at least 1, got {row_group_rows}")
         self.path, self.schema, self.row_group_rows = str(path), schema, row_group_rows
         self.rows_written = 0
-        self._fs, self._final = io.resolve(path)
-        self._tmp = f"{self._final}.{os.getpid()}.tmp" if isinstance(self._fs, pafs.LocalFileSystem) else None
-        self._fs.create_dir(posixpath.dirname(self._final), recursive=True)
-        self._sink = self._fs.open_output_stream(self._tmp or self._final)
-        self._writer = pq.ParquetWriter(self._sink, schema)
+        self._out = io.AtomicOutput(path)
+        try:
+            self._writer = pq.ParquetWriter(self._out.stream, schema)
+        except BaseException:
+            self._out.abort()
+            raise
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._closed = False
@@ -134,12 +132,14 @@ class ParquetStreamWriter:
     def close(self) -> None:
         if self._closed:
             return
-        if self._buffered:
-            self._flush(self._buffered)
-        self._writer.close()
-        self._sink.close()
-        if self._tmp:
-            Path(self._tmp).replace(self._final)
+        try:
+            if self._buffered:
+                self._flush(self._buffered)
+            self._writer.close()
+        except BaseException:
+            self.abort()
+            raise
+        self._out.commit()
         self._closed = True
 
     def abort(self) -> None:
@@ -147,15 +147,10 @@ class ParquetStreamWriter:
         if self._closed:
             return
         self._closed = True
-        self._writer.close()
-        self._sink.close()  # an object store completes the upload on close: delete the object
-        if self._tmp:
-            Path(self._tmp).unlink(missing_ok=True)
-            return
         try:
-            self._fs.delete_file(self._final)
-        except OSError as e:
-            log.warning("could not delete the incomplete %s (%s); delete it by hand", self.path, e)
+            self._writer.close()
+        finally:
+            self._out.abort()
 
     def __enter__(self) -> "ParquetStreamWriter":
         return self

@@ -205,3 +205,37 @@ def test_room_parts_combine_like_one_pass_over_the_library(tmp_path):
     assert output_settings(resolved) == output_settings({**resolved, "out": "b", "workers": 4, "write_jpegs": True})
     for change in ({"count": 8}, {"batch_size": 4}):  # batch_size: a batch of another size changes pixels a little
         assert output_settings({**resolved, "batch_size": 2}) != output_settings({**resolved, "batch_size": 2, **change})
+
+
+def test_one_atomic_output_serves_write_bytes_and_the_stream_writer(tmp_path, s3_bucket):
+    """io.AtomicOutput: whole or nothing, on local disk and on an object store; two writers of one
+    file in one process (two threads, or two streams) keep apart temp files and the last commit wins."""
+    import threading
+
+    path = str(tmp_path / "x.bin")
+    io.write_bytes(path, b"old")
+    with pytest.raises(RuntimeError, match="boom"), io.AtomicOutput(path) as f:
+        f.write(b"half")
+        raise RuntimeError("boom")
+    assert io.read_bytes(path) == b"old" and os.listdir(tmp_path) == ["x.bin"]
+    first, second = io.AtomicOutput(path), io.AtomicOutput(path)
+    first.stream.write(b"first")
+    second.stream.write(b"second")
+    first.commit()
+    second.commit()
+    assert io.read_bytes(path) == b"second" and os.listdir(tmp_path) == ["x.bin"]
+    threads = [threading.Thread(target=io.write_bytes, args=(path, bytes([65 + i]) * 100_000)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    data = io.read_bytes(path)
+    assert len(data) == 100_000 and len(set(data)) == 1 and os.listdir(tmp_path) == ["x.bin"]
+
+    remote = f"{s3_bucket}/run/x.bin"
+    with pytest.raises(RuntimeError, match="boom"), io.AtomicOutput(remote) as f:
+        f.write(b"half")
+        raise RuntimeError("boom")
+    assert not io.exists(remote)
+    io.write_bytes(remote, b"whole")
+    assert io.read_bytes(remote) == b"whole"
