@@ -1,5 +1,5 @@
 """The active-learning config: one file for ``segsynth active score|select|harvest|round`` and
-``jobs/active_learning.py``. Pure Python: no numpy, no Ray."""
+``jobs/active.py``. Pure Python: no numpy, no Ray."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -148,7 +148,7 @@ class ActiveConfig:
     # folder; None: OUT/teachers
     teacher_cache: Optional[str] = None
     round: Optional[int] = None  # which round a command works on; None: the latest (score: a new one)
-    rounds: int = 1  # rounds jobs/active_learning.py runs unattended (auto_accept) in one call
+    rounds: int = 1  # rounds jobs/active.py runs unattended (auto_accept) in one call
     model: Optional[EvalModel] = None  # the current model (round 1); later rounds use the last round's model/
     teachers: tuple[EvalModel, ...] = ()
     pool: tuple[PoolSource, ...] = ()

@@ -5,7 +5,7 @@
     segsynth review serve outputs/active/round-1/review           # people pick the masks
     segsynth active harvest --config configs/active.yaml          # accepted/, control/, context/
     segsynth active round   --config configs/active.yaml          # all of it, as far as it can go
-    python jobs/active_learning.py --config configs/demo/active.yaml   # (the same, as a Ray job)
+    python jobs/active.py --config configs/demo/active.yaml   # (the same, as a Ray job)
 
 Scoring runs in Ray Data: the pool's photos flow through one actor pool for the current model
 (:class:`segsynth.active.score.ModelPass`) and one per teacher (``TeacherPass``); teachers' masks
@@ -34,7 +34,7 @@ from segsynth.active.harvest import harvest
 from segsynth.active.pool import pool_items
 from segsynth.active.score import ModelPass, TeacherPass, finish_rows, scores_table, teacher_cache_dir, teacher_columns
 from segsynth.active.select import category_ranking, select, write_ranking
-from segsynth.config import ConfigError, dump_config, load_config, save_config, to_dict
+from segsynth.config import ConfigError, apply_storage, dump_config, load_config, save_config, to_dict
 from segsynth.evaluate.config import EvalModel
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,7 @@ def _train_config(cfg: ActiveConfig, rd: Path, model: EvalModel, hv: dict, addre
     if not cfg.train_config:
         raise ConfigError("train_config: a round trains again; give the training config it starts from "
                           "(e.g. configs/cpu/train.yaml)")
+    apply_storage(cfg.train_config, cfg.train_overrides, TrainConfig)  # a nested config is an entry point's too
     tcfg = load_config(TrainConfig, cfg.train_config, cfg.train_overrides)
     data = list(tcfg.data)
     n_base = len(data)
@@ -232,6 +233,7 @@ def _train_config(cfg: ActiveConfig, rd: Path, model: EvalModel, hv: dict, addre
     if hv["context_cutouts"]:
         from segsynth.synth import job as synth_job
 
+        apply_storage(cfg.harvest.synth_config, cfg.harvest.synth_overrides, SynthConfig)
         scfg = load_config(SynthConfig, cfg.harvest.synth_config, cfg.harvest.synth_overrides)
         scfg = dataclasses.replace(scfg, cutouts=str(rd / "context"), out=str(rd / "context_synth"),
                                    size=tcfg.size, samples_per_cutout=cfg.harvest.context_samples_per_cutout,

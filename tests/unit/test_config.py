@@ -166,3 +166,21 @@ def test_serve_apps_builder_applies_the_storage_section(tmp_path, no_aws_env, re
     path.write_text("storage:\n  endpoint_url: http://minio:9000\n")
     build({"config": str(path), "model": str(tmp_path / "model.onnx"), "storage.region": "eu-west-1"})
     assert os.environ["AWS_ENDPOINT_URL"] == "http://minio:9000" and os.environ["AWS_REGION"] == "eu-west-1"
+
+
+def test_a_rounds_nested_training_config_applies_its_storage_section(tmp_path, no_aws_env):
+    """An active-learning round loads its train_config itself: that file's storage: applies too."""
+    import os
+    from pathlib import Path
+
+    from segsynth.active.config import ActiveConfig
+    from segsynth.active.job import _train_config
+    from segsynth.evaluate.config import EvalModel
+
+    train = tmp_path / "train.yaml"
+    train.write_text(f"out: {tmp_path / 'train'}\ndata: [{{path: {tmp_path / 'synth'}, kind: synthetic}}]\n"
+                     "storage:\n  region: ap-south-1\n")
+    model = EvalModel(name="m", kind="checkpoint", path=str(tmp_path / "model"))
+    cfg = ActiveConfig(out=str(tmp_path / "active"), train_config=str(train))
+    tcfg = _train_config(cfg, Path(tmp_path / "active" / "round-1"), model, {"accepted": 0, "context_cutouts": 0}, None)
+    assert os.environ["AWS_REGION"] == "ap-south-1" and tcfg.encoder_weights.endswith("model")

@@ -111,11 +111,6 @@ def test_dependencies_point_one_way():
     assert not wrong, "dependencies must point edge -> core -> shared:\n" + "\n".join(wrong)
 
 
-# a jobs/ file whose name is not yet its command's: (stem -> command, why it waits)
-JOBS_NOT_YET_RENAMED = {"active_learning": "active"}  # -> jobs/active.py with the active-learning work in progress,
-#                                                       whose configs and docs name this file
-
-
 def test_every_job_entry_is_named_after_the_command_it_runs():
     """``jobs/<stage>.py`` runs ``segsynth <stage>`` and nothing else: no second name for a stage."""
     from segsynth.cli import COMMANDS, STAGES as CLI_STAGES
@@ -128,4 +123,4 @@ def test_every_job_entry_is_named_after_the_command_it_runs():
         assert len(calls) == 1, f"{path.name}: expected one main([...]) call of segsynth.cli"
         command = calls[0].args[0].elts[0].value
         assert command in CLI_STAGES or command in COMMANDS, f"{path.name} runs {command!r}, not a segsynth command"
-        assert JOBS_NOT_YET_RENAMED.get(path.stem, path.stem) == command, f"{path.name} runs `segsynth {command}`: name it jobs/{command}.py"
+        assert path.stem == command, f"{path.name} runs `segsynth {command}`: name it jobs/{command}.py"

@@ -1,4 +1,4 @@
-"""Active learning as a Ray job: ``ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/active_learning.py
+"""Active learning as a Ray job: ``ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/active.py
 --config configs/demo/active.yaml [key=value ...]``.
 
 Runs ``segsynth active round``: score -> select -> (auto-accept) and, once the round's review
