@@ -27,6 +27,7 @@ arm's seeds with replacement), so it includes the seed-to-seed spread. Results g
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import logging
@@ -49,7 +50,6 @@ HEADING = "## Active learning on listing photos"
 ARMS = ("none", "one", "two", "distill")
 FURNITURE = "furniture_report"
 TARGET_LIFT, TARGET_DIS_GAP = 0.03, 0.05
-SCORE_FILES = ("scores.parquet", "score_summary.json", "ranking.csv", "ranking.png", "config.yaml", "masks")
 N_BOOT = 2000
 
 
@@ -62,18 +62,16 @@ def arm_config(cfg, arm: str, seed: int, out: Path, steps: int):
         train_overrides=(*cfg.train_overrides, f"seed={seed}", f"max_steps_per_epoch={per_round}"))
 
 
-def seed_round(shared: Path, out: Path) -> None:
-    """Start an arm's round 1 from the shared scores (same model, same pool, same teachers)."""
+def seed_round(acfg, shared: Path, out: Path) -> None:
+    """Start an arm's round 1 from the shared scores (same model, same pool, same teachers),
+    with the arm's own config beside them."""
+    from segsynth.active.job import copy_scores
+    from segsynth.config import save_config
+
     rd = out / "round-1"
-    if (rd / "scores.parquet").is_file():
-        return
-    rd.mkdir(parents=True, exist_ok=True)
-    for name in SCORE_FILES:
-        src = shared / name
-        if src.is_dir():
-            shutil.copytree(src, rd / name, dirs_exist_ok=True)
-        elif src.is_file():
-            shutil.copyfile(src, rd / name)
+    if not (rd / "scores.parquet").is_file():
+        copy_scores(shared, rd)
+        save_config(acfg, str(rd))
 
 
 def distill_folder(shared: Path, out: Path, teacher: str) -> tuple[Path, int]:
@@ -117,7 +115,7 @@ def run_arm(cfg, arm: str, seed: int, shared: Path, out: Path, steps: int) -> di
         ts = train_job.run(tcfg)
         info.update(model=ts["best"], steps=ts.get("steps"))
     else:
-        seed_round(shared, out)
+        seed_round(acfg, shared, out)
         rounds = 2 if arm == "two" else 1
         for k in range(1, rounds + 1):
             last = k == rounds
@@ -285,8 +283,6 @@ def run(args) -> dict:
     for k in infos:
         p = out / k / "rounds.csv"
         if p.is_file():
-            import csv
-
             with open(p) as f:
                 rounds_csv[k] = [r for r in csv.DictReader(f) if r["kind"] == "category"]
     shared_summary = json.loads((shared / "score_summary.json").read_text())

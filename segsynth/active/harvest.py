@@ -35,6 +35,7 @@ from segsynth.active.review import MODEL_CANDIDATE
 from segsynth.cutouts.manifest import MANIFEST, MANIFEST_SCHEMA
 from segsynth.review.export import export
 from segsynth.review.store import Store
+from segsynth.sheet import grid, outline
 from segsynth.synth.library import CONTEXT_MASK
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,8 @@ def contact_sheet(folder: str, path: str, columns: int = 8, tile: int = 160, lim
         return None
     cats = io.read_categories(io.join(folder, "categories.csv")) if io.exists(io.join(folder, "categories.csv")) else {}
     label_h = 18
-    rows = (len(stems) + columns - 1) // columns
-    sheet = np.full((rows * (tile + label_h), columns * tile, 3), 255, np.uint8)
-    for i, stem in enumerate(stems):
+    cells = []
+    for stem in stems:
         rgb = io.read_image(images[stem])
         mask = io.read_mask(io.join(folder, "masks", f"{stem}.png"))
         if mask.shape != rgb.shape[:2]:
@@ -124,15 +124,15 @@ def contact_sheet(folder: str, path: str, columns: int = 8, tile: int = 160, lim
         scale = tile / max(rgb.shape[:2])
         size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
         small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-        m = cv2.resize(mask, size, interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / 255.0
-        view = (small * (m + (1.0 - m) / 3.0)).astype(np.uint8)
-        contours, _ = cv2.findContours((m[..., 0] >= 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(view, contours, -1, (0, 220, 0), 2)
-        r, c = divmod(i, columns)
-        y, x = r * (tile + label_h), c * tile
-        sheet[y:y + size[1], x:x + size[0]] = view
-        cv2.putText(sheet, str(cats.get(stem, ""))[:20], (x + 2, y + tile + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (0, 0, 0), 1, cv2.LINE_AA)
+        m = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+        weight = m.astype(np.float32)[..., None] / 255.0
+        view = outline((small * (weight + (1.0 - weight) / 3.0)).astype(np.uint8), m, (0, 220, 0), 2)
+        cell = np.full((tile + label_h, tile, 3), 255, np.uint8)
+        cell[:size[1], :size[0]] = view
+        cv2.putText(cell, str(cats.get(stem, ""))[:20], (2, tile + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        cells.append(cell)
+    sheet = grid(cells, columns, fill=255)
     io.write_bytes(path, io.encode_jpeg(sheet, quality=85))
     return path
 

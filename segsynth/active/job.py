@@ -94,8 +94,9 @@ def check_scoring(cfg: ActiveConfig, model: EvalModel) -> tuple[list[dict], dict
 def score_pool(cfg: ActiveConfig, model: EvalModel, out: str, address: str | None = None,
                pool: tuple[list[dict], dict] | None = None) -> dict:
     """Score the pool with ``model`` into ``out``: ``scores.parquet``, ``masks/model/``,
-    ``masks/<teacher>/`` (from the cache, which gets what it lacked), the category ranking (``ranking.csv``, ``ranking.png``); teachers' masks into the cache.
-    ``pool``: what :func:`check_scoring` returned, when the caller checked already."""
+    ``masks/<teacher>/`` (from the cache, which gets what it lacked), the category ranking
+    (``ranking.csv``, ``ranking.png``). ``pool``: what :func:`check_scoring` returned, when the
+    caller checked already."""
     from segsynth.ray_env import init_ray
 
     items, left_out = pool or check_scoring(cfg, model)
@@ -111,22 +112,23 @@ def score_pool(cfg: ActiveConfig, model: EvalModel, out: str, address: str | Non
                                                           "categorize": to_dict(cfg.categorize)},
                         **compute)
     teacher_names = [t.name for t in cfg.teachers]
+    caches = {t.name: teacher_cache(cfg, t) for t in cfg.teachers}  # (hashes each model file once)
     for t in cfg.teachers:  # one actor pool per teacher, streaming behind the model's
-        ds = ds.map_batches(TeacherPass, fn_constructor_kwargs={"spec": to_dict(t), "cache": teacher_cache(cfg, t),
+        ds = ds.map_batches(TeacherPass, fn_constructor_kwargs={"spec": to_dict(t), "cache": caches[t.name],
                                                                 "on_white": cfg.teachers_on_white}, **compute)
     rows = []
     for r in console.progress(ds.iter_rows(), total=len(items), desc="active score", unit="photos"):
         r = dict(r)
         if r.get("model_png"):
             io.write_bytes(io.join(out, "masks", "model", f"{r['stem']}.png"), r.pop("model_png"))
-        for t in cfg.teachers:
-            png = r.pop(teacher_columns(t.name)[1], b"")
+        for t in teacher_names:
+            png = r.pop(teacher_columns(t)[1], b"")
             if not png:
                 continue
-            cached = io.join(teacher_cache(cfg, t), f"{r['content_hash']}.png")
+            cached = io.join(caches[t], f"{r['content_hash']}.png")
             if not io.exists(cached):  # written as the photos come: a stopped run keeps what it did
                 io.write_bytes(cached, png)
-            io.write_bytes(io.join(out, "masks", t.name, f"{r['stem']}.png"), png)
+            io.write_bytes(io.join(out, "masks", t, f"{r['stem']}.png"), png)
         rows.append(r)
     weights = dataclasses.asdict(cfg.weights)
     rows = sorted(finish_rows(rows, teacher_names, weights), key=lambda r: r["key"])
@@ -140,6 +142,24 @@ def score_pool(cfg: ActiveConfig, model: EvalModel, out: str, address: str | Non
                "unreadable": sum(bool(r.get("error")) for r in rows), **left_out,
                "worst_categories": [t["category"] for t in ranking[:cfg.select.worst_categories]]}
     io.write_bytes(io.join(out, "score_summary.json"), json.dumps(summary, indent=2).encode())
+    return summary
+
+
+SCORE_FILES = ("scores.parquet", "ranking.csv", "ranking.png", "masks")  # what scoring writes besides its summary
+
+
+def copy_scores(src: Path, dest: Path) -> dict:
+    """A scoring's files (:data:`SCORE_FILES`, ``score_summary.json``) from ``src`` into ``dest``,
+    for a round that starts from scores made by the same model on the same pool; returns the
+    summary, which names ``src`` as ``from``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SCORE_FILES:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dest / name, dirs_exist_ok=True)
+        elif (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)
+    summary = {**json.loads((src / "score_summary.json").read_text()), "out": str(dest), "from": str(src)}
+    (dest / "score_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -160,14 +180,7 @@ def score(cfg: ActiveConfig, address: str | None = None) -> dict:
     after = Path(round_dir(cfg, n - 1)) / "report" / "after"
     if n > 1 and (after / "scores.parquet").is_file() and (after / "score_summary.json").is_file():
         # the previous round ended by scoring this pool with this model: start from those scores
-        for name in ("scores.parquet", "ranking.csv", "ranking.png", "masks"):
-            if (after / name).is_dir():
-                shutil.copytree(after / name, Path(rd) / name, dirs_exist_ok=True)
-            elif (after / name).is_file():
-                shutil.copyfile(after / name, Path(rd) / name)
-        summary = {**json.loads((after / "score_summary.json").read_text()), "out": rd, "from": str(after)}
-        io.write_bytes(io.join(rd, "score_summary.json"), json.dumps(summary, indent=2).encode())
-        return {**summary, "round": n}
+        return {**copy_scores(after, Path(rd)), "round": n}
     summary = score_pool(cfg, model, rd, address, pool=pool)
     return {**summary, "round": n}
 

@@ -338,6 +338,8 @@ def write_contact_sheet(cfg: SynthConfig, columns: int = 6, tile: int = 160) -> 
     """A PNG grid of the first samples: each tile is the image with its mask's outline."""
     import cv2
 
+    from segsynth.sheet import grid, outline
+
     files = io.list_files(io.join(cfg.out, SHARD_DIR), [".parquet"])
     tiles = []
     for f in files:
@@ -345,16 +347,12 @@ def write_contact_sheet(cfg: SynthConfig, columns: int = 6, tile: int = 160) -> 
         for img, mask in zip(table.column("image").to_pylist(), table.column("mask").to_pylist()):
             rgb = cv2.resize(io.decode_image(img), (tile, tile), interpolation=cv2.INTER_AREA)
             m = cv2.resize(io.decode_mask(mask), (tile, tile), interpolation=cv2.INTER_NEAREST)
-            contours, _ = cv2.findContours((m > 127).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(rgb, contours, -1, (255, 0, 255), 1)
-            tiles.append(np.concatenate([rgb, cv2.cvtColor(m, cv2.COLOR_GRAY2RGB)], axis=1))
+            tiles.append(np.concatenate([outline(rgb, m, (255, 0, 255)), cv2.cvtColor(m, cv2.COLOR_GRAY2RGB)], axis=1))
         if len(tiles) >= cfg.contact_sheet:
             break
     if not tiles:
         return None
-    rows = [tiles[i:i + columns] for i in range(0, len(tiles), columns)]
-    blank = np.zeros_like(tiles[0])
-    sheet = np.concatenate([np.concatenate(r + [blank] * (columns - len(r)), axis=1) for r in rows], axis=0)
+    sheet = grid(tiles, columns)
     path = io.join(cfg.out, CONTACT_SHEET)
     io.write_bytes(path, io.encode_png(sheet))
     return path
