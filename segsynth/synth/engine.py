@@ -102,6 +102,74 @@ def _background_kind(rng: np.random.Generator, cfg: CompositeConfig, have_rooms:
     return kind, fallback
 
 
+@dataclass
+class _Backdrop:
+    """The background frame ``(size, size, 3) uint8`` and how it was made (the ``bg_*`` meta)."""
+
+    frame: np.ndarray
+    kind: str
+    fallback: bool
+    bg_id: str = ""
+    variant: str = ""
+    noise_sigma: float = 0.0
+    crop_px: int = 0
+
+
+@dataclass
+class _Camera:
+    """One camera for the whole sample: whether the product is matched to the background, the
+    background's measured blur (None when not matched or not measurable), the largest blur the
+    product may get, and the sensor noise's std, drawn from ``rng`` last, over everything."""
+
+    rng: np.random.Generator
+    matched: bool
+    noise_std: float
+    bg_blur: float | None
+    max_blur: float
+
+
+@dataclass
+class _Blend:
+    """How the product's edges meet the background: ``mode`` (a :data:`BLEND_MODES` name), its
+    width ``px``, a motion blur's ``angle`` and the room ``motion_pad`` it needs around the product."""
+
+    mode: str
+    px: float = 0.0
+    angle: float = 0.0
+    motion_pad: int = 0
+
+
+@dataclass
+class _Placement:
+    """The product ``(h, w)`` in pixels inside a layer with ``pad`` pixels around it (room for its
+    blurs), the layer's top-left ``(x0, y0)`` in the frame, ``name`` (a :data:`PLACEMENTS` name),
+    the mirror flip, and the frame side that cuts the product ("" when none)."""
+
+    name: str
+    h: int
+    w: int
+    x0: int
+    y0: int
+    pad: int
+    flip: bool
+    cut: str = ""
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """The product's ``(x0, y0, x1, y1)`` in the frame."""
+        x, y = self.x0 + self.pad, self.y0 + self.pad
+        return x, y, x + self.w, y + self.h
+
+
+@dataclass
+class _Shadow:
+    """The product's shadow (the ``shadow_*`` meta): its :data:`SHADOW_TYPES` name or "none"."""
+
+    type: str = "none"
+    opacity: float = 0.0
+    blur: float = 0.0
+
+
 def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeConfig,
                 backgrounds: Sequence[Background] = (), distractors: Sequence[Cutout] = (),
                 scenes: Sequence[Background] = ()) -> Sample:
@@ -115,158 +183,208 @@ def make_sample(cutout: Cutout, k: int, *, seed: int, size: int, cfg: CompositeC
     product; the product itself is never drawn from it). The same ``(seed, cutout.cutout_id,
     k)`` and the same inputs give bit-identical results.
     """
+    _check_sample_inputs(cutout, size)
+    if cutout.mask is not None:
+        return make_context_sample(cutout, k, seed=seed, size=size, cfg=cfg, backgrounds=backgrounds)
+    key, cid = (seed, cutout.cutout_id, k), cutout.cutout_id
+    have_distractors = any(d.cutout_id != cid for d in distractors[:2])
+    bg = _background(rng_for(*key, "bg"), size, cfg, backgrounds, scenes, have_distractors)
+    frame = bg.frame
+    camera = _camera(rng_for(*key, "match"), cfg, frame)  # measured before anything sharp is pasted on it
+    blend = _blend(rng_for(*key, "blend"), cfg)  # decided before placement: a motion blur needs room around the product
+    match_pad = blur_pad(camera.max_blur)  # room for the largest blur the product may get
+    place = _place(rng_for(*key, "place"), cutout.rgba.shape[:2], size, cfg, pad=blend.motion_pad + match_pad)
+    if cfg.product_cut_prob > 0:
+        place.cut, place.x0, place.y0 = _cut_by_frame(rng_for(*key, "cut"), cfg, place.x0, place.y0, place.h,
+                                                      place.w, place.pad, size)
+    layer, harmonized = _product_layer(key, cutout.rgba, place, frame, cfg)
+    match_blur = _matching_blur(camera, layer)
+    pasted = _add_distractors(key, frame, bg.kind, distractors, cid, cfg, match_blur, place)
+    shadow = _add_shadow(rng_for(*key, "shadow"), frame, layer, place, size, cfg)  # from the unblended silhouette
+    layer = _blur_and_blend(layer, match_pad, match_blur, blend)
+    mask, (fx0, fy0, fx1, fy1) = _paste_product(frame, layer, place, size)
+    full = float(mask[fy0:fy1, fx0:fx1].sum(dtype=np.int64))
+    occluder, text_label = _add_in_front(key, frame, mask, place.box, distractors, cid, cfg)  # removed from the mask
+    covered = bool(occluder.kind or text_label)
+    visible = float(mask[fy0:fy1, fx0:fx1].sum(dtype=np.int64)) / full if covered and full else 1.0
+    if camera.matched:  # one sensor noise over everything (the mask is unchanged)
+        frame = match.add_noise(camera.rng, frame, camera.noise_std)
+    meta = _meta(bg, place, size, shadow, pasted, occluder, text_label, blend, visible, camera, match_blur, harmonized)
+    return Sample(image=frame, mask=mask, meta=meta)
+
+
+def _check_sample_inputs(cutout: Cutout, size: int) -> None:
     rgba = cutout.rgba
     if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
         raise ValueError(f"cutout {cutout.cutout_id}: rgba must be (h, w, 4) uint8, got {rgba.shape} {rgba.dtype}")
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
-    if cutout.mask is not None:
-        return make_context_sample(cutout, k, seed=seed, size=size, cfg=cfg, backgrounds=backgrounds)
-    key = (seed, cutout.cutout_id, k)
-    cid = cutout.cutout_id
-    have_distractors = any(d.cutout_id != cid for d in distractors[:2])
 
-    # -- background
-    r = rng_for(*key, "bg")
-    bg_kind, bg_fallback = _background_kind(r, cfg, bool(backgrounds), bool(scenes), have_distractors)
-    bg_id, bg_variant, noise_sigma, crop_px = "", "", 0.0, 0
-    if bg_kind == "white":
-        frame = bgs.white(r, size, cfg)
-    elif bg_kind == "solid":
-        frame = bgs.solid(r, size, cfg)
-    elif bg_kind == "noise":
+
+def _background(r: np.random.Generator, size: int, cfg: CompositeConfig, backgrounds: Sequence[Background],
+                scenes: Sequence[Background], have_distractors: bool) -> _Backdrop:
+    """The background: its kind drawn by :func:`_background_kind`, then its frame."""
+    kind, fallback = _background_kind(r, cfg, bool(backgrounds), bool(scenes), have_distractors)
+    if kind == "white":
+        return _Backdrop(bgs.white(r, size, cfg), kind, fallback)
+    if kind == "solid":
+        return _Backdrop(bgs.solid(r, size, cfg), kind, fallback)
+    if kind == "noise":
         frame, noise_sigma = bgs.noise(r, size, cfg)
-    elif bg_kind == "floor_wall":
-        bg_variant = _choose(r, cfg.bg_floor_weights, FLOORS)
-        frame = fw.floor_wall(r, size, cfg, bg_variant)
-    else:
-        photos = scenes if bg_kind == "scene" and scenes else backgrounds
-        bg = photos[int(r.integers(len(photos)))]
-        bg_id = bg.bg_id
-        frame, crop_px = bgs.room(r, size, cfg, bg)
+        return _Backdrop(frame, kind, fallback, noise_sigma=noise_sigma)
+    if kind == "floor_wall":
+        variant = _choose(r, cfg.bg_floor_weights, FLOORS)
+        return _Backdrop(fw.floor_wall(r, size, cfg, variant), kind, fallback, variant=variant)
+    photos = scenes if kind == "scene" and scenes else backgrounds
+    photo = photos[int(r.integers(len(photos)))]
+    frame, crop_px = bgs.room(r, size, cfg, photo)
+    return _Backdrop(frame, kind, fallback, bg_id=photo.bg_id, crop_px=crop_px)
 
-    # -- one camera: how blurred the background is, measured before anything sharp is pasted on it
-    r_match = rng_for(*key, "match")  # also draws the noise, last
-    matched = bool(r_match.uniform() < cfg.match_prob)
-    noise_std = r_match.uniform(cfg.match_noise_std_min, cfg.match_noise_std_max) if matched else 0.0
+
+def _camera(r: np.random.Generator, cfg: CompositeConfig, frame: np.ndarray) -> _Camera:
+    """Whether this sample is matched (``match_prob``), its noise std and the background's blur."""
+    matched = bool(r.uniform() < cfg.match_prob)
+    noise_std = r.uniform(cfg.match_noise_std_min, cfg.match_noise_std_max) if matched else 0.0
     bg_blur = match.frame_blur_px(frame) if matched else None
-    max_blur = min(bg_blur or 0.0, cfg.match_blur_max_px)
+    return _Camera(r, matched, noise_std, bg_blur, max_blur=min(bg_blur or 0.0, cfg.match_blur_max_px))
 
-    # -- edge blending: decided first, a motion blur needs room around the product
-    r = rng_for(*key, "blend")
-    blend = _choose(r, cfg.blend_weights, BLEND_MODES)
-    blend_px, angle, motion_pad = 0.0, 0.0, 0
-    if blend == "feathered":
-        blend_px = r.uniform(0.5, max(0.5, cfg.blend_feather_max_px))
-    elif blend == "motion":
-        blend_px = r.uniform(min(2.0, cfg.blend_motion_max_px), cfg.blend_motion_max_px)
-        angle = r.uniform(0, math.pi)
-        motion_pad = math.ceil(blend_px / 2) + 1
-    match_pad = blur_pad(max_blur)  # room for the largest blur the product may get
-    pad = motion_pad + match_pad
 
-    # -- size and position: the product (and its blur) always entirely inside the frame
-    r = rng_for(*key, "place")
+def _blend(r: np.random.Generator, cfg: CompositeConfig) -> _Blend:
+    mode = _choose(r, cfg.blend_weights, BLEND_MODES)
+    if mode == "feathered":
+        return _Blend(mode, px=r.uniform(0.5, max(0.5, cfg.blend_feather_max_px)))
+    if mode == "motion":
+        px = r.uniform(min(2.0, cfg.blend_motion_max_px), cfg.blend_motion_max_px)
+        return _Blend(mode, px=px, angle=r.uniform(0, math.pi), motion_pad=math.ceil(px / 2) + 1)
+    return _Blend(mode)
+
+
+def _place(r: np.random.Generator, shape: tuple[int, int], size: int, cfg: CompositeConfig, pad: int) -> _Placement:
+    """Size and position of a product of ``shape (h, w)``: the product (and its blur, ``pad``
+    pixels around it) always entirely inside the frame."""
     margin = round(cfg.placement_margin * size)
     room = size - 2 * margin - 2 * pad
     if room < 1:
         raise ValueError(f"size {size} is too small for placement_margin {cfg.placement_margin} and "
                          f"a blur of {pad} px around the product; use a larger size")
-    h0, w0 = rgba.shape[:2]
+    h0, w0 = shape
     h, w = fit_size(h0, w0, r.uniform(cfg.scale_min, cfg.scale_max) * size)
     if h > room or w > room:  # a long side near 1.0 plus margin and blur: scale down to fit
         h, w = fit_size(h0, w0, max(h, w) * min(room / h, room / w))
         h, w = min(h, room), min(w, room)
     flip = bool(r.uniform() < cfg.product_flip_prob)
-    placement = _choose(r, cfg.placement_weights, PLACEMENTS)
+    name = _choose(r, cfg.placement_weights, PLACEMENTS)
     lw, lh = w + 2 * pad, h + 2 * pad
     lo_x, hi_x = margin, size - margin - lw  # top-left range that keeps the layer inside
     lo_y, hi_y = margin, size - margin - lh
-    if placement == "random":
+    if name == "random":
         x0, y0 = int(r.integers(lo_x, hi_x + 1)), int(r.integers(lo_y, hi_y + 1))
     else:
-        cx, cy = (0.5, 0.5) if placement == "center" else (GOLDEN[int(r.integers(2))], GOLDEN[int(r.integers(2))])
+        cx, cy = (0.5, 0.5) if name == "center" else (GOLDEN[int(r.integers(2))], GOLDEN[int(r.integers(2))])
         cx, cy = np.array([cx, cy]) + r.normal(0.0, cfg.placement_jitter, 2)
         x0 = int(np.clip(round(cx * size - lw / 2), lo_x, hi_x))
         y0 = int(np.clip(round(cy * size - lh / 2), lo_y, hi_y))
-    product_cut = ""
-    if cfg.product_cut_prob > 0:
-        product_cut, x0, y0 = _cut_by_frame(rng_for(*key, "cut"), cfg, x0, y0, h, w, pad, size)
+    return _Placement(name, h, w, x0, y0, pad, flip)
 
-    layer = make_layer(rgba, h, w, flip=flip)
-    harmonized = 0.0
+
+def _product_layer(key: tuple, rgba: np.ndarray, place: _Placement, frame: np.ndarray,
+                   cfg: CompositeConfig) -> tuple[Layer, float]:
+    """The product resized and flipped as placed, harmonized to the background with
+    ``harmonize_prob``; and the harmonization's strength (0 when not)."""
+    layer = make_layer(rgba, place.h, place.w, flip=place.flip)
     if cfg.harmonize_prob > 0:
         r = rng_for(*key, "harmonize")
         if r.uniform() < cfg.harmonize_prob:
-            harmonized = float(r.uniform(0.0, cfg.harmonize_strength_max))
-            layer = Layer(match.harmonize(layer.rgba, frame, harmonized))
-    match_blur = 0.0
-    if max_blur >= 0.3:  # only then can the product need a visible blur
-        match_blur = min(match.matching_blur_px(bg_blur, match.layer_blur_px(layer.rgba)), max_blur)
-        match_blur = match_blur if match_blur >= 0.3 else 0.0
+            strength = float(r.uniform(0.0, cfg.harmonize_strength_max))
+            return Layer(match.harmonize(layer.rgba, frame, strength)), strength
+    return layer, 0.0
 
-    # -- distractors: the same lens blur as the product
-    pasted = dis.Pasted()
+
+def _matching_blur(camera: _Camera, layer: Layer) -> float:
+    """The blur (px) that gives the product the background's sharpness; 0 when it would not show."""
+    if not camera.max_blur >= 0.3:  # only from 0.3 on can the product need a visible blur
+        return 0.0
+    blur = min(match.matching_blur_px(camera.bg_blur, match.layer_blur_px(layer.rgba)), camera.max_blur)
+    return blur if blur >= 0.3 else 0.0
+
+
+def _add_distractors(key: tuple, frame: np.ndarray, bg_kind: str, distractors: Sequence[Cutout], cid: str,
+                     cfg: CompositeConfig, blur_px: float, place: _Placement) -> dis.Pasted:
+    """Distractors around the product, on a share ``distractor_kinds[bg_kind]`` of the samples,
+    with the same lens blur as the product."""
     p_clutter = cfg.distractor_kinds.get(bg_kind, 0.0)
     if p_clutter >= 1.0 or (p_clutter > 0 and rng_for(*key, "clutter").uniform() < p_clutter):
-        pasted = dis.add_distractors(rng_for(*key, "distractors"), frame, distractors, cid, cfg, blur_px=match_blur,
-                                     product_area=float(h * w))
+        return dis.add_distractors(rng_for(*key, "distractors"), frame, distractors, cid, cfg, blur_px=blur_px,
+                                   product_area=float(place.h * place.w))
+    return dis.Pasted()
 
-    # -- shadow on the background, from the unblended silhouette at its final position
-    r = rng_for(*key, "shadow")
-    shadow_type, shadow_opacity, shadow_blur = "none", 0.0, 0.0
-    if r.uniform() < cfg.shadow_prob:
-        shadow_type = _choose(r, cfg.shadow_weights, SHADOW_TYPES)
-        sh = shadows.render(r, shadow_type, layer.alpha, (x0 + pad, y0 + pad), size, cfg)
-        if sh is not None:
-            shadows.apply(frame, sh)
-            shadow_opacity, shadow_blur = sh.opacity, sh.blur_px
 
-    # -- the product: blurred like the background, then its edges blended
+def _add_shadow(r: np.random.Generator, frame: np.ndarray, layer: Layer, place: _Placement, size: int,
+                cfg: CompositeConfig) -> _Shadow:
+    """The product's shadow on the background (``shadow_prob``), from ``layer``'s silhouette at its final position."""
+    if not r.uniform() < cfg.shadow_prob:
+        return _Shadow()
+    shadow_type = _choose(r, cfg.shadow_weights, SHADOW_TYPES)
+    sh = shadows.render(r, shadow_type, layer.alpha, place.box[:2], size, cfg)
+    if sh is None:
+        return _Shadow(shadow_type)
+    shadows.apply(frame, sh)
+    return _Shadow(shadow_type, sh.opacity, sh.blur_px)
+
+
+def _blur_and_blend(layer: Layer, match_pad: int, match_blur: float, blend: _Blend) -> Layer:
+    """The product blurred like the background, then its edges blended."""
     if match_pad:
         layer = gaussian_blur(pad_layer(layer, match_pad), match_blur)
-    if blend == "feathered":
-        layer = feather(layer, blend_px)
-    elif blend == "motion":
-        layer = motion_blur(pad_layer(layer, motion_pad), blend_px, angle)
-    mask = np.zeros((size, size), np.uint8)
-    (fx0, fy0, fx1, fy1), a = paste(frame, layer, x0, y0)
-    mask[fy0:fy1, fx0:fx1] = a
-    full = float(mask[fy0:fy1, fx0:fx1].sum(dtype=np.int64))
-    box = (x0 + pad, y0 + pad, x0 + pad + w, y0 + pad + h)
+    if blend.mode == "feathered":
+        layer = feather(layer, blend.px)
+    elif blend.mode == "motion":
+        layer = motion_blur(pad_layer(layer, blend.motion_pad), blend.px, blend.angle)
+    return layer
 
-    # -- in front of the product: removed from the mask
+
+def _paste_product(frame: np.ndarray, layer: Layer, place: _Placement,
+                   size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The product pasted into ``frame``; its mask ``(size, size) uint8`` and the pasted box ``(x0, y0, x1, y1)``."""
+    mask = np.zeros((size, size), np.uint8)
+    (fx0, fy0, fx1, fy1), a = paste(frame, layer, place.x0, place.y0)
+    mask[fy0:fy1, fx0:fx1] = a
+    return mask, (fx0, fy0, fx1, fy1)
+
+
+def _add_in_front(key: tuple, frame: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int],
+                  distractors: Sequence[Cutout], cid: str, cfg: CompositeConfig) -> tuple[dis.Pasted, str]:
+    """An occluder (``occluder_prob``) and a dimension label (``text_prob``) over the product's
+    ``box``, both removed from ``mask``; the occluder and the label's text ("" when none)."""
     r = rng_for(*key, "occluder")
     occluder = dis.Pasted()
     if r.uniform() < cfg.occluder_prob:
         occluder = dis.add_occluder(r, frame, mask, box, distractors, cid, cfg)
     r = rng_for(*key, "text")
-    text_label = ""
-    if r.uniform() < cfg.text_prob:
-        text_label = dis.add_text(r, frame, mask, box, cfg)
-    covered = bool(occluder.kind or text_label)
-    visible = float(mask[fy0:fy1, fx0:fx1].sum(dtype=np.int64)) / full if covered and full else 1.0
+    text_label = dis.add_text(r, frame, mask, box, cfg) if r.uniform() < cfg.text_prob else ""
+    return occluder, text_label
 
-    # -- one sensor noise over everything (the mask is unchanged)
-    if matched:
-        frame = match.add_noise(r_match, frame, noise_std)
 
+def _meta(bg: _Backdrop, place: _Placement, size: int, shadow: _Shadow, pasted: dis.Pasted, occluder: dis.Pasted,
+          text_label: str, blend: _Blend, visible: float, camera: _Camera, match_blur: float,
+          harmonized: float) -> dict:
+    """A sample's :data:`META_KEYS`, in that order."""
     used = dict.fromkeys(product_key(c) for c in pasted.cutout_ids + occluder.cutout_ids)  # unique, in order
-    meta = {
-        "bg_kind": bg_kind, "bg_id": bg_id, "bg_fallback": bg_fallback, "bg_noise_sigma": float(noise_sigma),
-        "bg_variant": bg_variant, "bg_crop_px": int(crop_px),
-        "placement": placement, "scale": max(h, w) / size, "pos_x": (x0 + pad + w / 2) / size,
-        "pos_y": (y0 + pad + h / 2) / size, "flip": flip,
-        "shadow_type": shadow_type, "shadow_opacity": float(shadow_opacity), "shadow_blur": float(shadow_blur),
+    x0, y0, _, _ = place.box
+    return {
+        "bg_kind": bg.kind, "bg_id": bg.bg_id, "bg_fallback": bg.fallback, "bg_noise_sigma": float(bg.noise_sigma),
+        "bg_variant": bg.variant, "bg_crop_px": int(bg.crop_px),
+        "placement": place.name, "scale": max(place.h, place.w) / size, "pos_x": (x0 + place.w / 2) / size,
+        "pos_y": (y0 + place.h / 2) / size, "flip": place.flip,
+        "shadow_type": shadow.type, "shadow_opacity": float(shadow.opacity), "shadow_blur": float(shadow.blur),
         "distractor_count": len(pasted.cutout_ids), "distractor_cut": int(pasted.cut),
         "distractor_ids": "|".join(used),
         "occluder": bool(occluder.kind), "occluder_kind": occluder.kind,
         "text": bool(text_label), "text_label": text_label,
-        "blend": blend, "blend_px": float(blend_px), "visible_fraction": visible,
-        "match": matched, "match_bg_blur_px": float(bg_blur or 0.0), "match_blur_px": float(match_blur),
-        "match_noise_std": float(noise_std), "product_cut": product_cut, "harmonize": harmonized,
+        "blend": blend.mode, "blend_px": float(blend.px), "visible_fraction": visible,
+        "match": camera.matched, "match_bg_blur_px": float(camera.bg_blur or 0.0), "match_blur_px": float(match_blur),
+        "match_noise_std": float(camera.noise_std), "product_cut": place.cut, "harmonize": harmonized,
     }
-    return Sample(image=frame, mask=mask, meta=meta)
 
 
 def _cut_by_frame(r: np.random.Generator, cfg: CompositeConfig, x0: int, y0: int, h: int, w: int, pad: int,
