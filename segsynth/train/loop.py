@@ -265,12 +265,20 @@ class Stepper:
             self.ema.load_state_dict(state["ema"])
 
 
-def validate(stepper: Stepper, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Sums over validation samples: ``n, loss, iou, mae, ssim_box`` (per-sample metrics from
-    :mod:`segsynth.metrics`, on the truth's box for SSIM). Reduce with the ``n`` of all workers."""
+VAL_SUMS = ("n", "loss", "iou", "mae", "ssim_box")
 
-    model, cfg = stepper.eval_model, stepper.cfg
-    sums = {"n": 0.0, "loss": 0.0, "iou": 0.0, "mae": 0.0, "ssim_box": 0.0}
+
+def validate(stepper: Stepper, batches: Iterable[dict], model: torch.nn.Module | None = None) -> dict[str, float]:
+    """Sums over validation samples: ``n, loss, iou, mae, ssim_box`` (per-sample metrics from
+    :mod:`segsynth.metrics`, on the truth's box for SSIM). Reduce with the ``n`` of all workers.
+
+    A batch is ``{"image": (N, S, S, 3) uint8, "mask": (N, 1, S, S) uint8}`` tensors, what the
+    network sees and the loss is on; a batch of letterboxed photos (:meth:`RealValidation.batches`)
+    also holds each photo's full-size mask ``"truth"`` and content ``"box"``, and its metrics are
+    on the prediction cropped and resized back to the photo (:func:`unletterbox`). ``model``: the
+    network to run, ``stepper.eval_model`` by default."""
+    model, cfg = stepper.eval_model if model is None else model, stepper.cfg
+    sums = dict.fromkeys(VAL_SUMS, 0.0)
     model.eval()
     with torch.inference_mode():
         for batch in batches:
@@ -279,9 +287,7 @@ def validate(stepper: Stepper, batches: Iterable[dict[str, torch.Tensor]]) -> di
                 logits = model(x).float()
             n = logits.shape[0]
             sums["loss"] += float(seg_loss(logits, y, cfg.loss.bce_weight, cfg.loss.dice_weight)) * n
-            probs = torch.sigmoid(logits)[:, 0].cpu().numpy()
-            truth = batch["mask"][:, 0].cpu().numpy()
-            for p, g in zip(probs, truth):
+            for p, g in _scored_pairs(torch.sigmoid(logits)[:, 0].cpu().numpy(), batch):
                 sums["iou"] += iou(p, g)
                 sums["mae"] += mae(p, g)
                 sums["ssim_box"] += ssim_box(p, g)
@@ -290,14 +296,20 @@ def validate(stepper: Stepper, batches: Iterable[dict[str, torch.Tensor]]) -> di
     return sums
 
 
-VAL_SUMS = ("n", "loss", "iou", "mae", "ssim_box")
+def _scored_pairs(probs: np.ndarray, batch: dict) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """``(prediction, truth)`` per sample: at the network's size, or at the photo's own size
+    when the batch holds letterboxed photos (``"truth"`` and ``"box"``)."""
+    if "truth" not in batch:
+        return zip(probs, batch["mask"][:, 0].cpu().numpy())
+    return ((unletterbox(p, box, truth.shape), truth) for p, box, truth in zip(probs, batch["box"], batch["truth"]))
 
 
 class RealValidation:
     """Real labelled photos evaluated during training exactly as ``segsynth eval`` evaluates a
     checkpoint: letterbox (:class:`Preprocessing`), forward, crop the content box, resize to the
-    photo's size, then :mod:`segsynth.metrics` against the full-size mask. Each rank takes every
-    ``world``-th item; sums are all-reduced by the caller. Photos are decoded once, here."""
+    photo's size, then :mod:`segsynth.metrics` against the full-size mask (:func:`validate`).
+    Each rank takes every ``world``-th item; sums are all-reduced by the caller. Photos are
+    decoded once, here."""
 
     def __init__(self, sources: Iterable, rank: int = 0, world: int = 1):
 
@@ -318,33 +330,22 @@ class RealValidation:
 
     def __call__(self, stepper: "Stepper", batch_size: int) -> dict[str, dict[str, float]]:
         """``{label: {n, loss, iou, mae, ssim_box}}`` sums over this rank's photos."""
-    
         # the bare module: DDP's forward may broadcast buffers (a collective), and ranks hold
         # different numbers of photos
-        model, cfg, pre = unwrap(stepper.eval_model), stepper.cfg, stepper.pre
-        out = {}
-        model.eval()
-        with torch.inference_mode():
-            for label, pairs in self.sets.items():
-                sums = dict.fromkeys(VAL_SUMS, 0.0)
-                for start in range(0, len(pairs), batch_size):
-                    chunk = pairs[start:start + batch_size]
-                    boxed = [pre.letterbox(img) for img, _ in chunk]
-                    x = to_input(np.stack([b[0] for b in boxed]), stepper.device, stepper.channels_last, pre)
-                    y = torch.from_numpy(np.stack([pre.letterbox(m)[0] for _, m in chunk])[:, None]).to(stepper.device)
-                    with stepper.autocast():
-                        logits = model(x).float()
-                    sums["loss"] += float(seg_loss(logits, y.float() / 255.0, cfg.loss.bce_weight, cfg.loss.dice_weight)) * len(chunk)
-                    probs = torch.sigmoid(logits)[:, 0].cpu().numpy()
-                    for p, (_, box), (img, truth) in zip(probs, boxed, chunk):
-                        pred = unletterbox(p, box, truth.shape)
-                        sums["iou"] += iou(pred, truth)
-                        sums["mae"] += mae(pred, truth)
-                        sums["ssim_box"] += ssim_box(pred, truth)
-                    sums["n"] += len(chunk)
-                out[label] = sums
-        stepper.train_mode()
-        return out
+        model = unwrap(stepper.eval_model)
+        return {label: validate(stepper, self.batches(pairs, batch_size, stepper.pre), model)
+                for label, pairs in self.sets.items()}
+
+    @staticmethod
+    def batches(pairs: list[tuple[np.ndarray, np.ndarray]], batch_size: int, pre: Preprocessing) -> Iterator[dict]:
+        """``(photo, mask)`` pairs letterboxed into :func:`validate`'s batches: ``image (N, S, S, 3)``
+        and ``mask (N, 1, S, S)`` uint8 tensors, and each photo's full-size ``truth`` mask and content ``box``."""
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            boxed = [pre.letterbox(img) for img, _ in chunk]
+            yield {"image": torch.from_numpy(np.stack([b[0] for b in boxed])),
+                   "mask": torch.from_numpy(np.stack([pre.letterbox(m)[0] for _, m in chunk])[:, None]),
+                   "truth": [m for _, m in chunk], "box": [b[1] for b in boxed]}
 
 
 def has_unused_parameters(model: torch.nn.Module, device: torch.device, size: int = 64) -> bool:

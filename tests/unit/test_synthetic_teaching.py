@@ -201,6 +201,29 @@ def test_frozen_encoder_batchnorm_keeps_its_statistics_and_survives_validation(t
     assert all(not m.training for m in bns) and model.decoder.training
 
 
+def test_real_photos_and_the_synthetic_split_are_scored_by_one_validate(tmp_path):
+    """A photo already the network's size: letterboxed, scored and resized back, it sums what
+    the synthetic split's batch of the same pixels sums."""
+    from segsynth.model import build_model
+    from segsynth.train.loop import RealValidation, Stepper, model_spec, validate
+
+    rng = np.random.default_rng(0)
+    pairs = [(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), (rng.random((64, 64)) > 0.5).astype(np.uint8) * 255)
+             for _ in range(3)]
+    for d in ("images", "masks"):
+        (tmp_path / "photos" / d).mkdir(parents=True)
+    for i, (image, mask) in enumerate(pairs):
+        io.write_bytes(str(tmp_path / "photos" / "images" / f"p_{i}.png"), io.encode_png(image))
+        io.write_bytes(str(tmp_path / "photos" / "masks" / f"p_{i}.png"), io.encode_png(mask))
+    cfg = _tiny_cfg(tmp_path, f"val_data=[{{path: '{tmp_path / 'photos'}', name: photos}}]")
+    stepper = Stepper(build_model(model_spec(cfg)), cfg, total_steps=1, device=torch.device("cpu"))
+    batch = {"image": torch.from_numpy(np.stack([p[0] for p in pairs])),
+             "mask": torch.from_numpy(np.stack([p[1] for p in pairs])[:, None])}
+    real = RealValidation(cfg.val_data)(stepper, batch_size=2)
+    assert real["photos"]["n"] == 3
+    assert real["photos"] == pytest.approx(validate(stepper, [batch]))
+
+
 def test_param_groups_encoder_rate_and_no_decay_on_norms_and_biases(tmp_path):
     from segsynth.model import build_model
     from segsynth.train.loop import Stepper, model_spec
