@@ -262,14 +262,17 @@ def image_sizes(images: list[tuple[str, bytes]]) -> dict:
 
 
 # ---------------------------------------------------------------- main
-def main() -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="checkpoint folder or exported .onnx (default: demo model, else random b0)")
     p.add_argument("--size", type=int, default=320, help="input size of the random model (default 320)")
-    p.add_argument("--requests", type=int, default=2000, help="load test requests (default 2000)")
+    p.add_argument("--requests", type=int, default=10000, help="load test requests (default 10000)")
     p.add_argument("--concurrency", type=int, default=16, help="load test concurrency (default 16)")
+    p.add_argument("--rss-points", type=int, default=10, help="replica memory readings over the load test")
     p.add_argument("--compare-requests", type=int, default=160, help="requests per concurrency level in the comparison")
     p.add_argument("--levels", default="1,8,32", help="comparison concurrency levels")
+    p.add_argument("--ingress", default="proxy,direct,haproxy",
+                   help="ingress modes compared (ServeConfig.ingress); the load test runs on the fastest")
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--bare-repeats", type=int, default=30)
@@ -279,7 +282,82 @@ def main() -> int:
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--memory-per-pixel", action="store_true",
                    help="only measure the working memory per pixel of one large photo (--model, else white-threshold)")
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def endpoint(cfg):
+    """Our endpoint for the block's duration: started with ``cfg`` (its ingress in a fresh local Ray), then
+    stopped and Ray shut down, which frees the cores and lets the next ingress start its own Serve."""
+    import contextlib
+
+    import ray
+
+    from segsynth.serve.job import start, stop
+
+    @contextlib.contextmanager
+    def running():
+        try:
+            yield start(cfg)
+        finally:
+            stop(cfg.app_name)
+            ray.shutdown()
+    return running()
+
+
+def run_levels(url: str, images, levels: list[int], requests: int) -> dict:
+    """Each concurrency level in turn against ``url``, after a short warm-up."""
+    asyncio.run(load(url, images, 16, 4))
+    out = {}
+    for c in levels:
+        out[str(c)] = asyncio.run(load(url, images, max(requests, 4 * c), c))
+        log.info("%s c=%d: %s", url, c, drop_latencies(out[str(c)]))
+    return out
+
+
+def load_test(url: str, images, n: int, concurrency: int, points: int) -> dict:
+    """``n`` requests in ``points`` equal parts, the replica's memory read after each (growth that stops
+    is not a leak)."""
+    import httpx
+
+    parts, rss = [], []
+    done = 0
+    for i in range(points):
+        size = n * (i + 1) // points - done
+        parts.append(asyncio.run(load(f"{url}/v1/remove", images, size, concurrency)))
+        done += size
+        rss.append([done, round(httpx.get(f"{url}/v1/stats").json()["rss_bytes"] / 2**20, 1)])
+        log.info("load: %d requests, replica RSS %.1f MB", done, rss[-1][1])
+    kinds = {k for part in parts for k in part["error_kinds"]}
+    both = summarize([x for part in parts for x in part["latencies_ms"]],
+                     {k: sum(part["error_kinds"].get(k, 0) for part in parts) for k in kinds},
+                     sum(part["seconds"] for part in parts), n, concurrency)
+    return {**both, "rss_mb": rss, "batch_sizes": httpx.get(f"{url}/v1/stats").json()["batch_sizes"]}
+
+
+def plain_levels(onnx: str, images, levels: list[int], requests: int) -> tuple[dict, float]:
+    """The plain server in a subprocess, same model and images: each level, then its memory (MB)."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--plain-server", onnx, "--port", str(port)])
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        out = run_levels(f"http://127.0.0.1:{port}/remove", images, levels, requests)
+        rss = httpx.get(f"http://127.0.0.1:{port}/healthz").json()["rss_bytes"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return out, round(rss / 2**20, 1)
+
+
+def fastest(by_ingress: dict, top: str) -> str:
+    """The ingress with the highest throughput at the top concurrency level (the p50 at the lowest breaks ties)."""
+    return max(by_ingress, key=lambda m: (by_ingress[m][top]["throughput_rps"],
+                                          -min(by_ingress[m].values(), key=lambda r: r["concurrency"])["p50_ms"]))
+
+
+def main() -> int:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     if args.plain_server:
@@ -288,20 +366,21 @@ def main() -> int:
     if args.memory_per_pixel:
         print(json.dumps({"bytes_per_pixel_numpy_peak": memory_per_pixel(args.model)}, indent=2))
         return 0
+    import dataclasses
 
     import httpx
 
     from segsynth.serve.config import ServeConfig
-    from segsynth.serve.job import start, stop
 
-    levels = [int(x) for x in args.levels.split(",")]
+    levels, modes = [int(x) for x in args.levels.split(",")], args.ingress.split(",")
     images = kit_images()
-    workdir = tempfile.mkdtemp(prefix="segsynth-bench-")
-    onnx, model_desc, input_size = prepare_model(args.model, args.size, workdir)
+    onnx, model_desc, input_size = prepare_model(args.model, args.size, tempfile.mkdtemp(prefix="segsynth-bench-"))
     log.info("model: %s", model_desc)
     cfg = ServeConfig(model=onnx, port=free_port(), max_batch_size=args.max_batch_size,
                       batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
                       max_ongoing_requests=max(64, 2 * args.max_batch_size), max_queued_requests=1024)
+    for mode in modes:
+        dataclasses.replace(cfg, ingress=mode).check_inputs()  # an unknown mode fails before anything runs
     result: dict = {"argv": " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"),
                     "out": os.path.relpath(args.out, REPO), "model": model_desc, "model_input_px": input_size,
                     "images": {**image_sizes(images), "source": "demo-kit eval photos"},
@@ -317,63 +396,28 @@ def main() -> int:
     result["bare"] = bare_call(onnx, images, args.bare_repeats)
     log.info("bare call: %s", result["bare"])
 
-    # ---- our endpoint: load test, then the comparison levels
-    url = start(cfg)
-    try:
-        remove = f"{url}/v1/remove"
-        first = min(200, args.requests)
-        warm = asyncio.run(load(remove, images, first, args.concurrency))
-        rss_first = httpx.get(f"{url}/v1/stats").json()["rss_bytes"]
-        middle = first + (args.requests - first) // 2  # a midpoint: growth that stops is not a leak
-        mid = asyncio.run(load(remove, images, middle - first, args.concurrency))
-        rss_middle = httpx.get(f"{url}/v1/stats").json()["rss_bytes"]
-        rest = asyncio.run(load(remove, images, args.requests - middle, args.concurrency))
-        stats = httpx.get(f"{url}/v1/stats").json()
-        parts = (warm, mid, rest)
-        kinds = {k for part in parts for k in part["error_kinds"]}
-        both = summarize([x for part in parts for x in part["latencies_ms"]],
-                         {k: sum(part["error_kinds"].get(k, 0) for part in parts) for k in kinds},
-                         sum(part["seconds"] for part in parts), args.requests, args.concurrency)
-        result["load"] = {**both, "rss_after_first": first, "rss_mb_after_first": round(rss_first / 2**20, 1),
-                          "rss_after_middle": middle, "rss_mb_midway": round(rss_middle / 2**20, 1),
-                          "rss_mb_after_all": round(stats["rss_bytes"] / 2**20, 1),
-                          "batch_sizes": stats["batch_sizes"]}
-        log.info("load: %s", drop_latencies(result["load"]))
-        ours = {}
-        for c in levels:
-            ours[c] = asyncio.run(load(remove, images, max(args.compare_requests, 4 * c), c))
-            log.info("ours c=%d: %s", c, drop_latencies(ours[c]))
-        ours_stats = httpx.get(f"{url}/v1/stats").json()
-    finally:
-        stop(cfg.app_name)
-    import ray
+    # ---- our endpoint under each ingress, then the load test under the fastest
+    by_ingress, batches = {}, {}
+    for mode in modes:
+        with endpoint(dataclasses.replace(cfg, ingress=mode)) as url:
+            by_ingress[mode] = run_levels(f"{url}/v1/remove", images, levels, args.compare_requests)
+            batches[mode] = httpx.get(f"{url}/v1/stats").json()["batch_sizes"]
+    chosen = fastest(by_ingress, str(max(levels)))
+    with endpoint(dataclasses.replace(cfg, ingress=chosen)) as url:
+        result["load"] = load_test(url, images, args.requests, args.concurrency, args.rss_points)
+    log.info("load (%s): %s", chosen, drop_latencies(result["load"]))
 
-    ray.shutdown()  # frees the replica's cores for the plain server
-
-    # ---- the plain server, same model, same images
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--plain-server", onnx, "--port", str(port)])
-    plain = {}
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        plain_url = f"http://127.0.0.1:{port}/remove"
-        asyncio.run(load(plain_url, images, 16, 4))  # warm-up, like the replica's
-        for c in levels:
-            plain[c] = asyncio.run(load(plain_url, images, max(args.compare_requests, 4 * c), c))
-            log.info("plain c=%d: %s", c, drop_latencies(plain[c]))
-        plain_rss = httpx.get(f"http://127.0.0.1:{port}/healthz").json()["rss_bytes"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
+    plain, plain_rss = plain_levels(onnx, images, levels, args.compare_requests)
+    result["ingress"] = by_ingress
+    result["ingress_chosen"] = chosen
     result["comparison"] = {
-        str(c): {"ours": ours[c], "plain": plain[c],
-                 "throughput_ratio": round(ours[c]["throughput_rps"] / max(plain[c]["throughput_rps"], 1e-9), 2),
-                 "p99_ratio": round(ours[c]["p99_ms"] / max(plain[c]["p99_ms"], 1e-9), 2)} for c in levels}
-    # the replica's counter is cumulative: the comparison's batches are what it added after the load test
-    result["comparison_batch_sizes"] = {k: v - stats["batch_sizes"].get(k, 0) for k, v in ours_stats["batch_sizes"].items()
-                                        if v - stats["batch_sizes"].get(k, 0)}
-    result["plain_rss_mb_after_comparison"] = round(plain_rss / 2**20, 1)
+        str(c): {"ours": by_ingress[chosen][str(c)], "plain": plain[str(c)],
+                 "throughput_ratio": round(by_ingress[chosen][str(c)]["throughput_rps"]
+                                           / max(plain[str(c)]["throughput_rps"], 1e-9), 2),
+                 "p99_ratio": round(by_ingress[chosen][str(c)]["p99_ms"] / max(plain[str(c)]["p99_ms"], 1e-9), 2)}
+        for c in levels}
+    result["comparison_batch_sizes"] = batches[chosen]
+    result["plain_rss_mb_after_comparison"] = plain_rss
     result["machine"]["load_avg_at_end"] = round(os.getloadavg()[0], 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(drop_latencies(result), indent=2))
@@ -403,6 +447,44 @@ def _batches(counts: dict) -> str:
     return ", ".join(f"{v} of {k}" for k, v in sorted(counts.items(), key=lambda kv: int(kv[0]))) or "none"
 
 
+def plateau(points: list) -> str:
+    """Whether the replica's memory levels off: its growth over the second half of the readings against the first."""
+    if len(points) < 3:
+        return ""
+    half = len(points) // 2
+    (n0, a), (n1, b), (n2, c) = points[0], points[half], points[-1]
+    first, second = (b - a) / a, (c - b) / b
+    verdict = ("it levels off (the second half grew less than the first)" if abs(second) < max(abs(first), 0.01)
+               else "it still grows in the second half as much as in the first or more")
+    return (f"From request {n0} to {n1}: {first:+.1%}; from {n1} to {n2}: {second:+.1%}: {verdict}.")
+
+
+def ingress_table(r: dict, images: str) -> list[str]:
+    """Our endpoint under each ingress mode at each comparison level (one run each, same requests)."""
+    by = r.get("ingress") or {}
+    if not by:
+        return []
+    modes = list(by)
+    lines = ["How HTTP reaches the replica (`ingress`: `proxy` Serve's Python proxy, `direct` the replica's own "
+             "HTTP server, `haproxy` HAProxy in front of it): our endpoint under each, one run per row and mode, "
+             f"{images}; req/s and p50 / p99 ms.", "",
+             "| concurrency | " + " | ".join(f"{m} req/s | {m} p50 / p99 ms" for m in modes) + " |",
+             "|---:|" + "---:|---:|" * len(modes)]
+    for c in next(iter(by.values())):
+        lines.append(f"| {c} | " + " | ".join(f"{by[m][c]['throughput_rps']} | {by[m][c]['p50_ms']} / "
+                                               f"{by[m][c]['p99_ms']}" for m in modes) + " |")
+    top = str(r["targets"]["at_concurrency"])
+    base = by.get("proxy")
+    notes = [f"Fastest at concurrency {top}: `{r['ingress_chosen']}` "
+             f"({by[r['ingress_chosen']][top]['throughput_rps']} req/s)"]
+    if base:
+        notes += [f"`{m}` against `proxy`: {by[m][top]['throughput_rps'] / max(base[top]['throughput_rps'], 1e-9):.2f}x "
+                  f"the throughput at {top}, p50 at concurrency {min(by[m], key=int)} "
+                  f"{by[m][min(by[m], key=int)]['p50_ms'] - base[min(base, key=int)]['p50_ms']:+.1f} ms"
+                  for m in modes if m != "proxy"]
+    return lines + ["", "; ".join(notes) + ".", ""]
+
+
 def section(r: dict) -> str:
     """The "## Serving" section of BENCHMARKS.md from one run's results (nothing else).
 
@@ -423,20 +505,17 @@ def section(r: dict) -> str:
              f"`max_ongoing_requests` {sv['max_ongoing_requests']}, access log {'on' if sv['access_log'] else 'off'}. "
              "Plain server: FastAPI + uvicorn, one image per request, the model called in FastAPI's worker threads "
              "(how rembg's server works). The load generator and the server under test share the machine's cores.", "",
-             f"Load and memory, ours only: {ld['requests']} requests at concurrency {ld['concurrency']}, {images}.", "",
-             "| concurrency | requests | errors | p50 ms | p99 ms | req/s | replica RSS after "
-             f"{ld['rss_after_first']} requests (MB) | after {ld['rss_after_middle']} (MB) | after all (MB) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"Load and memory, ours only (ingress `{r['ingress_chosen']}`, the fastest below): {ld['requests']} "
+             f"requests at concurrency {ld['concurrency']}, {images}.", "",
+             "| concurrency | requests | errors | p50 ms | p99 ms | req/s |", "|---:|---:|---:|---:|---:|---:|",
              f"| {ld['concurrency']} | {ld['requests']} | {ld['errors']} | {ld['p50_ms']} | {ld['p99_ms']} | "
-             f"{ld['throughput_rps']} | {ld['rss_mb_after_first']} | {ld['rss_mb_midway']} | "
-             f"{ld['rss_mb_after_all']} |", "",
-             f"Replica memory from request {ld['rss_after_first']} to {ld['rss_after_middle']}: "
-             f"{(ld['rss_mb_midway'] - ld['rss_mb_after_first']) / ld['rss_mb_after_first']:+.1%}; from "
-             f"{ld['rss_after_middle']} to {ld['requests']}: "
-             f"{(ld['rss_mb_after_all'] - ld['rss_mb_midway']) / ld['rss_mb_midway']:+.1%}. "
-             f"Batch sizes the replica formed (count of size): {_batches(ld['batch_sizes'])}.", "",
-             "Ours against the plain server: each row is one run of each server at that row's concurrency and "
-             f"request count, {images}.", "",
+             f"{ld['throughput_rps']} |", "",
+             "Replica memory (RSS, MB) after each part of the load test: "
+             + ", ".join(f"{mb} after {n}" for n, mb in ld["rss_mb"]) + ". " + plateau(ld["rss_mb"])
+             + f" Batch sizes the replica formed (count of size): {_batches(ld['batch_sizes'])}.", "",
+             *ingress_table(r, images),
+             f"Ours (ingress `{r['ingress_chosen']}`) against the plain server: each row is one run of each server at "
+             f"that row's concurrency and request count, {images}.", "",
              "| concurrency | requests (each) | errors ours / plain | ours req/s | plain req/s | throughput ratio "
              "| ours p50 ms | plain p50 ms | ours p99 ms | plain p99 ms | p99 ratio |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -446,7 +525,8 @@ def section(r: dict) -> str:
         lines.append(f"| {c} | {o['requests']} | {o['errors']} / {pl['errors']} | {o['throughput_rps']} | "
                      f"{pl['throughput_rps']} | {v['throughput_ratio']}x | {o['p50_ms']} | {pl['p50_ms']} | "
                      f"{o['p99_ms']} | {pl['p99_ms']} | {v['p99_ratio']}x |")
-    lines += ["", f"Batch sizes our replica formed during the comparison: {_batches(r['comparison_batch_sizes'])}. "
+    lines += ["", f"Batch sizes our replica (ingress `{r['ingress_chosen']}`) formed during the comparison and its "
+              f"warm-up: {_batches(r['comparison_batch_sizes'])}. "
               f"Plain server RSS after the comparison: {r['plain_rss_mb_after_comparison']} MB."]
     b = r["bare"]
     c1 = comp.get("1")
@@ -482,10 +562,11 @@ def section(r: dict) -> str:
         hops = c1["ours"].get("hops_p50_ms") or {}
         if hops:
             serve_hops = round(hops["proxy"] + hops["read"], 1)
-            prose.append(f"Of that overhead, Serve's hops (the proxy and HTTP, the body read from the proxy) take "
+            outside = "Serve's proxy and HTTP" if r["ingress_chosen"] == "proxy" else f"{r['ingress_chosen']} ingress and HTTP"
+            prose.append(f"Of that overhead, the hops before our handler ({outside}, the body read) take "
                          f"{serve_hops} ms, and the forward pass takes {hops['model']} ms in the replica against "
-                         f"{b['model_p50_ms']} ms bare ({round(hops['model'] - b['model_p50_ms'], 1):+} ms: the proxy "
-                         "and the load generator share the two cores).")
+                         f"{b['model_p50_ms']} ms bare ({round(hops['model'] - b['model_p50_ms'], 1):+} ms: Ray's "
+                         "processes and the load generator share the two cores).")
         if "batched_per_image_ms" in b:
             gain = b["model_p50_ms"] / max(b["batched_per_image_ms"], 1e-9)
             prose.append(f"A forward pass of {b['batch']} images costs {b['batched_per_image_ms']} ms per image here "

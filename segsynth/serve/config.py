@@ -10,6 +10,7 @@ from segsynth.config import ConfigError
 
 
 AUTH_TOKEN_ENV = "SEGSYNTH_AUTH_TOKEN"
+INGRESS = ("proxy", "direct", "haproxy")
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,12 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback by default: exposing the endpoint is a deliberate choice
     port: int = 8000
     route_prefix: str = "/"
+    # how HTTP reaches the replicas of the Ray that `segsynth serve` starts (a cluster's own `ray start`
+    # environment decides there: see serve/config.yaml): "proxy" (Serve's Python proxy, one hop more),
+    # "direct" (each replica listens itself: RAY_SERVE_ENABLE_DIRECT_INGRESS; the URL is the replica's port) or
+    # "haproxy" (HAProxy in front of the replicas: RAY_SERVE_ENABLE_HA_PROXY, Debian's haproxy binary; it binds
+    # every interface whatever `host` says). BENCHMARKS.md "Serving" measures the three.
+    ingress: str = "proxy"
     app_name: str = "segsynth"
     max_batch_size: int = 8  # images per forward pass
     batch_wait_timeout_s: float = 0.005  # how long a partial batch waits for requests still decoding (never for none)
@@ -81,6 +88,8 @@ class ServeConfig:
             raise ConfigError(f"batch_wait_timeout_s={self.batch_wait_timeout_s}; must be >= 0")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port={self.port}; expected 1..65535")
+        if self.ingress not in INGRESS:
+            raise ConfigError(f"ingress={self.ingress!r}; expected one of {', '.join(INGRESS)}")
         if not self.route_prefix.startswith("/"):
             raise ConfigError(f"route_prefix={self.route_prefix!r} must start with '/'")
         for key in ("max_upload_bytes", "max_pixels", "max_files_per_request", "num_replicas", "demo_limit",

@@ -105,6 +105,11 @@ def start(cfg: ServeConfig, address: str | None = None, ready_timeout_s: float =
     if not (address or os.environ.get("RAY_ADDRESS") or ray.is_initialized()):
         # the Ray started here inherits this: its Serve proxy accepts the responses cfg allows (see ServeConfig)
         os.environ.setdefault(RESPONSE_LIMIT_ENV, str(min(cfg.max_response_bytes + RESPONSE_HEADROOM, 2**31 - 1)))
+        os.environ.update(ingress_env(cfg.ingress))
+    elif cfg.ingress != "proxy":
+        log.warning("ingress=%s applies to the Ray that segsynth starts; this one (%s) keeps the ingress its "
+                    "nodes were started with (%s)", cfg.ingress, address or os.environ.get("RAY_ADDRESS") or "running",
+                    ", ".join(f"{k}=1" for k in INGRESS_ENV[cfg.ingress]))
     init_ray(address)
     console.route_library_logs()  # Serve sets up its own console logging: ours again, before and after
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
@@ -112,8 +117,62 @@ def start(cfg: ServeConfig, address: str | None = None, ready_timeout_s: float =
     serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix, blocking=False)
     console.route_library_logs()
     wait_ready(cfg.url, ready_timeout_s)
-    log.info("serving %s at %s (API docs at %s/docs)", cfg.model, cfg.url, cfg.url)
-    return cfg.url
+    url = direct_url(cfg, ready_timeout_s) if cfg.ingress == "direct" else cfg.url
+    log.info("serving %s at %s (API docs at %s/docs)", cfg.model, url, url)
+    return url
+
+
+# the Ray Serve switches each ingress turns on (read when Serve's controller and replicas start)
+INGRESS_ENV = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+               "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"}}
+
+
+def ingress_env(ingress: str) -> dict[str, str]:
+    """The environment a local Ray needs for ``ingress`` (see :class:`ServeConfig`): its switches (the
+    others off), a short drain for a replica that listens itself (Serve's 30 s default gives a cluster's
+    load balancer time to notice; a local endpoint has none), and HAProxy's files in this Ray's temp dir
+    rather than a shared /tmp/haproxy-serve. ``haproxy`` needs the binary first."""
+    env = {k: "0" for switches in INGRESS_ENV.values() for k in switches}
+    env.update(INGRESS_ENV[ingress])
+    if ingress != "proxy":
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = os.environ.get(
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+    if ingress == "haproxy":
+        import shutil
+
+        if not (os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or shutil.which("haproxy")):
+            raise ConfigError("ingress=haproxy needs the haproxy binary: install Debian's package (apt-get install "
+                              "haproxy), set $RAY_SERVE_HAPROXY_BINARY_PATH to one, or use ingress=proxy or direct")
+        from segsynth.ray_env import prepare_env
+
+        prepare_env()  # RAY_TMPDIR
+        base = os.path.join(os.environ["RAY_TMPDIR"], "haproxy-serve")
+        os.makedirs(base, exist_ok=True)
+        env.update({"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(base, "haproxy.cfg"),
+                    "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(base, "admin.sock"),
+                    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
+                    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(base, "server-state")})
+    return env
+
+
+def direct_url(cfg: ServeConfig, timeout_s: float = 60.0) -> str:
+    """The URL of the first replica's own HTTP server under direct ingress (Serve's controller knows its
+    port: 30000 and up); the proxy's URL answers too, one hop slower."""
+    from ray.serve._private.common import RequestProtocol
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for group in ray.get(controller.get_target_groups.remote(cfg.app_name)):
+            targets = [t for t in group.targets if t.port != cfg.port]
+            if group.protocol == RequestProtocol.HTTP and targets:
+                host = cfg.host if cfg.host not in ("0.0.0.0", "::") else targets[0].ip
+                return f"http://{host}:{targets[0].port}{cfg.route_prefix.rstrip('/')}"
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ingress=direct: no replica of {cfg.app_name} listens on its own port after "
+                               f"{timeout_s:.0f} s; see the replica's log in the Ray session folder")
+        time.sleep(0.5)
 
 
 def wait_ready(url: str, timeout_s: float = 300.0) -> None:

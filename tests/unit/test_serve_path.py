@@ -464,3 +464,30 @@ def test_onnx_threads_follow_the_replicas_cpus(service, tmp_path):
         assert svc.predictor.session.get_session_options().intra_op_num_threads == threads, (num_cpus, options)
         assert svc.model_threads == threads
     assert service().model_threads is None  # white-threshold: no runtime threads to set
+
+
+# ---------------------------------------------------------------- ingress
+def test_ingress_switches_serve_modes_and_refuses_what_it_cannot_start(monkeypatch, tmp_path):
+    """Each ingress sets its Ray Serve switch and turns the others off; haproxy keeps HAProxy's files in this
+    Ray's temp dir and names the missing binary; an unknown mode names the choices."""
+    import shutil
+
+    from segsynth.config import ConfigError
+    from segsynth.serve.config import ServeConfig
+    from segsynth.serve.job import ingress_env
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert ingress_env("proxy") == {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    direct = ingress_env("direct")
+    assert direct["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1" and direct["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    assert float(direct["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) <= 5  # a local stop is not 30 s
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/sbin/haproxy" if name == "haproxy" else None)
+    ha = ingress_env("haproxy")
+    assert ha["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert all(ha[k].startswith(str(tmp_path)) for k in ha if k.startswith("RAY_SERVE_HAPROXY_"))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="apt-get install haproxy"):
+        ingress_env("haproxy")
+    with pytest.raises(ConfigError, match="proxy, direct, haproxy"):
+        ServeConfig(model="m.onnx", ingress="nginx").check_inputs()
