@@ -10,7 +10,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export SEGSYNTH_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install browser demo test test-fast test-unit test-integration bench clean
+.PHONY: install browser haproxy bench-serve demo test test-fast test-unit test-integration bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ browser:
 	  (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
 	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null)) ; fi
 
+# ingress=haproxy (segsynth serve, benchmarks/serve_load.py) runs Debian's haproxy; as root without it,
+# install it from the Debian archive. Elsewhere ingress=haproxy says what is missing.
+HAPROXY := /usr/sbin/haproxy
+haproxy:
+	@if [ ! -x $(HAPROXY) ] && ! command -v haproxy >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -q haproxy >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q haproxy >/dev/null)) ; fi
+
 demo: install
 	$(VENV)/bin/segsynth demo --config configs/demo/demo.yaml
 
@@ -49,6 +57,10 @@ test-integration: install
 
 bench: install
 	$(PY) benchmarks/synth_throughput.py
+
+# the serving benchmark compares the three ingress modes (BENCHMARKS.md "Serving")
+bench-serve: install haproxy
+	$(PY) benchmarks/serve_load.py --model outputs/cpu/train/best --write
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -379,8 +379,11 @@ def main() -> int:
     cfg = ServeConfig(model=onnx, port=free_port(), max_batch_size=args.max_batch_size,
                       batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
                       max_ongoing_requests=max(64, 2 * args.max_batch_size), max_queued_requests=1024)
-    for mode in modes:
-        dataclasses.replace(cfg, ingress=mode).check_inputs()  # an unknown mode fails before anything runs
+    from segsynth.serve.job import ingress_env
+
+    for mode in modes:  # an unknown mode, or haproxy without its binary (`make haproxy`), fails before anything runs
+        dataclasses.replace(cfg, ingress=mode).check_inputs()
+        ingress_env(mode)
     result: dict = {"argv": " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"),
                     "out": os.path.relpath(args.out, REPO), "model": model_desc, "model_input_px": input_size,
                     "images": {**image_sizes(images), "source": "demo-kit eval photos"},
