@@ -1,18 +1,21 @@
 """Serving load, memory and comparison benchmark (loopback only, bounded in count and time).
 
-    python benchmarks/serve_load.py                                   # defaults below, ~10 min on 2 cores
+    python benchmarks/serve_load.py                                   # defaults below, ~30 min on 2 cores
     python benchmarks/serve_load.py --model outputs/demo/train/best --requests 2000 --compare-requests 200
 
-1. Load: ``--requests`` (2000) POSTs at concurrency ``--concurrency`` (16) to our Ray Serve
-   endpoint: errors, p50/p99 latency, throughput, and the replica's resident memory after the
-   first 200 requests and after all of them (it must not grow).
-2. Comparison, same exported ONNX model, same machine, one run: our batched endpoint against a
-   plain one-image-per-request server (FastAPI + uvicorn, the model called in the request's
-   worker thread, the way the popular background-removal server works) at concurrency 1, 8
-   and 32: throughput ratio and p99 ratio; our endpoint's overhead per request over a bare
-   in-process model call plus decode and encode (p50 latency at concurrency 1 minus theirs), and
-   where a request's time goes, hop by hop (the replica's ``Server-Timing`` header: body read,
-   decode, batch queue, model, encode; the rest of the client's latency is the proxy and HTTP).
+1. Ingress: our Ray Serve endpoint under each ``--ingress`` mode (``ServeConfig.ingress``: Serve's
+   proxy, the replica's own HTTP server, HAProxy; ``make haproxy`` installs its binary) at
+   concurrency 1, 8 and 32, and where a request's time goes, hop by hop (the replica's
+   ``Server-Timing`` header: body read, decode, batch queue, model, encode; the rest of the
+   client's latency is the ingress and HTTP).
+2. Load and memory, on the fastest mode: ``--requests`` (10 000) POSTs at concurrency
+   ``--concurrency`` (16), the replica's resident memory read ``--rss-points`` times (growth that
+   levels off is not a leak).
+3. Comparison, same exported ONNX model, same machine, one run: the fastest mode against a plain
+   one-image-per-request server (FastAPI + uvicorn, the model called in the request's worker
+   thread, the way the popular background-removal server works) at each level: throughput ratio
+   and p99 ratio, and our overhead per request over a bare in-process model call plus decode and
+   encode (p50 latency at concurrency 1 minus theirs).
 
 The model: ``--model`` (checkpoint folder or exported .onnx), else ``outputs/demo/train/best``
 when it exists, else an efficientnet-b0 FPN with random weights at ``--size`` (speed does not
@@ -24,6 +27,7 @@ this run's results alone (every latency table holds runs made under the load it 
 # No `from __future__ import annotations`: FastAPI must resolve the plain server's UploadFile at runtime.
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -285,23 +289,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@contextlib.contextmanager
 def endpoint(cfg):
     """Our endpoint for the block's duration: started with ``cfg`` (its ingress in a fresh local Ray), then
     stopped and Ray shut down, which frees the cores and lets the next ingress start its own Serve."""
-    import contextlib
-
     import ray
 
     from segsynth.serve.job import start, stop
 
-    @contextlib.contextmanager
-    def running():
-        try:
-            yield start(cfg)
-        finally:
-            stop(cfg.app_name)
-            ray.shutdown()
-    return running()
+    try:
+        yield start(cfg)
+    finally:
+        stop(cfg.app_name)
+        ray.shutdown()
 
 
 def run_levels(url: str, images, levels: list[int], requests: int) -> dict:
@@ -575,8 +575,9 @@ def section(r: dict) -> str:
             prose.append(f"A forward pass of {b['batch']} images costs {b['batched_per_image_ms']} ms per image here "
                          f"against {b['model_p50_ms']} ms for one alone ({gain:.2f}x the throughput per core)"
                          + (": batching buys little on this CPU, so throughput is bounded by the CPU each request "
-                            "costs, and the proxy's process and the hop to the replica cost CPU the plain server "
-                            "does not spend." if gain < 1.3 else "."))
+                            "costs, and " + ("the proxy's process and the hop to the replica cost"
+                                             if r["ingress_chosen"] == "proxy" else "Ray Serve's own processes cost")
+                            + " CPU the plain server does not spend." if gain < 1.3 else "."))
         if b["model_p50_ms"] < b["decode_encode_p50_ms"]:
             prose.append(f"With this model the forward pass ({b['model_p50_ms']} ms) costs less than the decode and "
                          f"encode around it ({b['decode_encode_p50_ms']} ms), so batching has little to amortise.")

@@ -159,7 +159,7 @@ def copy_scores(src: Path, dest: Path) -> dict:
         elif (src / name).is_file():
             shutil.copyfile(src / name, dest / name)
     summary = {**json.loads((src / "score_summary.json").read_text()), "out": str(dest), "from": str(src)}
-    (dest / "score_summary.json").write_text(json.dumps(summary, indent=2))
+    io.write_bytes(str(dest / "score_summary.json"), json.dumps(summary, indent=2).encode())
     return summary
 
 

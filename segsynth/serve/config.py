@@ -10,7 +10,10 @@ from segsynth.config import ConfigError
 
 
 AUTH_TOKEN_ENV = "SEGSYNTH_AUTH_TOKEN"
-INGRESS = ("proxy", "direct", "haproxy")
+# each ingress and the Ray Serve switches it turns on (read when Serve's controller and replicas start)
+INGRESS_ENV = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+               "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"}}
+INGRESS = tuple(INGRESS_ENV)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from ray import cloudpickle, serve
 from segsynth import console, io
 from segsynth.config import ConfigError, save_config
 from segsynth.config import load_config
-from segsynth.serve.config import ServeConfig
+from segsynth.serve.config import INGRESS_ENV, ServeConfig
 from segsynth.serve import service as service_module
 from segsynth.serve.service import RESPONSE_HEADROOM, RESPONSE_LIMIT_ENV, RemovalService, api
 
@@ -120,11 +120,6 @@ def start(cfg: ServeConfig, address: str | None = None, ready_timeout_s: float =
     url = direct_url(cfg, ready_timeout_s) if cfg.ingress == "direct" else cfg.url
     log.info("serving %s at %s (API docs at %s/docs)", cfg.model, url, url)
     return url
-
-
-# the Ray Serve switches each ingress turns on (read when Serve's controller and replicas start)
-INGRESS_ENV = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
-               "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"}}
 
 
 def ingress_env(ingress: str) -> dict[str, str]:
