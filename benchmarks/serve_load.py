@@ -278,6 +278,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ingress", default="proxy,direct,haproxy",
                    help="ingress modes compared (ServeConfig.ingress); the load test runs on the fastest")
     p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--num-cpus", type=float, default=float(os.cpu_count() or 1),
+                   help="the replica's num_cpus, so its model threads (default: every core, as the plain server's runtime takes)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--bare-repeats", type=int, default=30)
     p.add_argument("--out", default=str(REPO / "outputs" / "bench" / "serve_load.json"))
@@ -378,8 +380,10 @@ def main() -> int:
     log.info("model: %s", model_desc)
     cfg = ServeConfig(model=onnx, port=free_port(), max_batch_size=args.max_batch_size,
                       batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
-                      max_ongoing_requests=max(64, 2 * args.max_batch_size), max_queued_requests=1024)
-    from segsynth.serve.job import ingress_env
+                      max_ongoing_requests=max(64, 2 * args.max_batch_size), max_queued_requests=1024,
+                      num_cpus=args.num_cpus)
+    from segsynth.serve.job import haproxy_binary, ingress_env
+    from segsynth.serve.service import predictor_options
 
     for mode in modes:  # an unknown mode, or haproxy without its binary (`make haproxy`), fails before anything runs
         dataclasses.replace(cfg, ingress=mode).check_inputs()
@@ -391,7 +395,9 @@ def main() -> int:
                                 "load_avg_at_start": round(os.getloadavg()[0], 1)},
                     "serve": {"replicas": cfg.num_replicas, "max_batch_size": cfg.max_batch_size,
                               "batch_wait_timeout_s": cfg.batch_wait_timeout_s,
-                              "max_ongoing_requests": cfg.max_ongoing_requests, "access_log": cfg.access_log},
+                              "max_ongoing_requests": cfg.max_ongoing_requests, "access_log": cfg.access_log,
+                              "num_cpus": cfg.num_cpus, "model_threads": predictor_options(cfg).get("threads"),
+                              "haproxy": haproxy_binary() if "haproxy" in modes else None},
                     # the CPU targets: at the highest comparison level, at least the plain server's
                     # throughput with a lower p99; at concurrency 1, at most 10 ms over model + decode + encode
                     "targets": {"throughput_ratio_min": 1.0, "at_concurrency": max(levels), "overhead_ms_max": 10.0},
@@ -505,9 +511,13 @@ def section(r: dict) -> str:
              + (f", input {r['model_input_px']} px" if r.get("model_input_px") else "")
              + f"; both servers load the same ONNX file. Images: {images}. Ours: {sv['replicas']} replica(s), "
              f"`max_batch_size` {sv['max_batch_size']}, `batch_wait_timeout_s` {sv['batch_wait_timeout_s']}, "
-             f"`max_ongoing_requests` {sv['max_ongoing_requests']}, access log {'on' if sv['access_log'] else 'off'}. "
+             f"`max_ongoing_requests` {sv['max_ongoing_requests']}, access log {'on' if sv['access_log'] else 'off'}"
+             + (f", `num_cpus` {sv['num_cpus']} (the model's {sv['model_threads']} ONNX Runtime threads)"
+                if sv.get("num_cpus") is not None else "")
+             + (f"; HAProxy: `{sv['haproxy']}`" if sv.get("haproxy") else "") + ". "
              "Plain server: FastAPI + uvicorn, one image per request, the model called in FastAPI's worker threads "
-             "(how rembg's server works). The load generator and the server under test share the machine's cores.", "",
+             "(how rembg's server works), its runtime on every core. The load generator and the server under test "
+             "share the machine's cores.", "",
              f"Load and memory, ours only (ingress `{r['ingress_chosen']}`, the fastest below): {ld['requests']} "
              f"requests at concurrency {ld['concurrency']}, {images}.", "",
              "| concurrency | requests | errors | p50 ms | p99 ms | req/s |", "|---:|---:|---:|---:|---:|---:|",

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
-from segsynth.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, unletterbox
+from segsynth.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, to_size, unletterbox
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,16 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     raise ValueError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+
+
+@dataclass(frozen=True)
+class Boxed:
+    """An image letterboxed for the network: the ``(side, side, 3) uint8`` square, the content's
+    box in it ``(y0, x0, h, w)``, and the image's own ``(H, W)``."""
+
+    square: np.ndarray
+    box: tuple[int, int, int, int]
+    shape: tuple[int, int]
 
 
 class Predictor:
@@ -213,15 +224,30 @@ class PaddedModelPredictor(Predictor):
     def _forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def prepare(self, image: np.ndarray) -> Boxed:
+        """``image`` letterboxed for the network (any thread: no model state is touched)."""
+        rgb = to_rgb(image)
+        square, box = self.pre.letterbox(rgb)
+        return Boxed(square, box, rgb.shape[:2])
+
+    def forward_boxed(self, items: Sequence[Boxed]) -> list[np.ndarray]:
+        """The forward passes alone (``batch_size`` items each, sizes mixed freely): each item's
+        mask over its content box at the network's scale, ``(h, w) float32`` 0..1; :func:`segsynth.preprocess.to_size`
+        takes it to the image's size."""
+        out: list[np.ndarray] = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start:start + self.batch_size]
+            probs = self._forward(self.pre.normalize(np.stack([b.square for b in chunk])))
+            out.extend(unletterbox(p, b.box, b.box[2:]) for p, b in zip(probs, chunk))
+        return out
+
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Images of any sizes, ``batch_size`` per forward pass, so a batch mixes sizes freely."""
+        """Images of any sizes, ``batch_size`` per forward pass: :meth:`prepare`,
+        :meth:`forward_boxed`, :func:`segsynth.preprocess.to_size`."""
         out: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
-            rgbs = [to_rgb(im) for im in images[start:start + self.batch_size]]
-            boxed = [self.pre.letterbox(rgb) for rgb in rgbs]
-            probs = self._forward(self.pre.normalize(np.stack([b[0] for b in boxed])))
-            for p, (_, box), rgb in zip(probs, boxed, rgbs):
-                out.append(unletterbox(p, box, rgb.shape[:2]))
+            items = [self.prepare(im) for im in images[start:start + self.batch_size]]
+            out.extend(to_size(m, b.shape) for m, b in zip(self.forward_boxed(items), items))
         return out
 
     @property

@@ -149,3 +149,22 @@ def unletterbox(prob: np.ndarray, box: Sequence[int], shape: tuple[int, int]) ->
     if m.shape != tuple(shape):
         m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
     return np.clip(m, 0.0, 1.0)
+
+
+def check_aspect(mask_shape: Sequence[int], shape: tuple[int, int]) -> None:
+    """A ``ValueError`` unless a mask of ``mask_shape`` can be an ``(H, W) = shape`` image's: its
+    size, or its aspect at another scale (at most a pixel of rounding off, as :func:`content_shape`)."""
+    mh, mw = (int(v) for v in mask_shape[:2])
+    if (mh, mw) == tuple(shape):
+        return
+    expected = content_shape(int(shape[0]), int(shape[1]), max(mh, mw))
+    if len(mask_shape) != 2 or abs(expected[0] - mh) > 1 or abs(expected[1] - mw) > 1:
+        raise ValueError(f"mask {tuple(mask_shape)} and image {tuple(shape)} differ in size and aspect")
+
+
+def to_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A mask of an image's content at any scale with its aspect (e.g. the network's, before
+    :func:`unletterbox` takes it to the image) resized (linear) to ``shape = (H, W)``: ``(H, W)
+    float32`` in 0..1."""
+    check_aspect(mask.shape, shape)
+    return unletterbox(mask, (0, 0) + mask.shape[:2], shape)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from segsynth.preprocess import check_aspect, to_size
+
 
 @dataclass(frozen=True)
 class RefineOptions:
@@ -49,17 +51,20 @@ def guided_coefficients(guide: np.ndarray, p: np.ndarray, radius: int, eps: floa
 
 
 def refine_mask(rgb: np.ndarray, mask: np.ndarray, options: RefineOptions = RefineOptions()) -> np.ndarray:
-    """``mask`` (at the photo's size) refined by the photo ``rgb``; photos not much larger than
-    ``options.work_px`` come back unchanged (the model's edges are already at their scale)."""
-    if rgb.shape[:2] != mask.shape:
-        raise ValueError(f"mask {mask.shape} and photo {rgb.shape[:2]} differ in size")
-    h, w = mask.shape
+    """``mask`` refined by the photo ``rgb``, at the photo's size. ``mask`` is at the photo's size
+    or at any smaller scale with its aspect (a model's output before resizing: it goes straight to
+    the working resolution, never through a full-size float mask). Photos not much larger than
+    ``options.work_px`` get the mask unchanged, resized to their size (the model's edges are
+    already at their scale)."""
+    h, w = rgb.shape[:2]
+    check_aspect(mask.shape, (h, w))
     scale = options.work_px / max(h, w)
     if scale * options.min_upscale > 1.0:
-        return mask
+        return mask if mask.shape == (h, w) else to_size(mask, (h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     guide_lo = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    p_lo = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    shrink = mask.shape[1] > size[0]
+    p_lo = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     a, b = guided_coefficients(guide_lo, p_lo, options.radius, options.eps)
     # one channel at a time: three full-resolution float planes at most (about 12 bytes per pixel)
     q = cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)

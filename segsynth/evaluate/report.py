@@ -21,6 +21,7 @@ import logging
 import math
 from pathlib import Path
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -271,6 +272,165 @@ def _safe(name: str) -> str:
 
 
 # ---------------------------------------------------------------- the report
+class ReportDoc:
+    """The report's two renderings built section by section: ``report.md`` and ``index.html``."""
+
+    STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}img{max-width:100%}pre{background:#f5f5f5;padding:1em;overflow:auto}")
+
+    def __init__(self, title: str):
+        self.title = title
+        self.md: list[str] = [f"# {title}", ""]
+        self.parts: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+
+    def section(self, heading: str, text: str = "", table: Table | None = None, image: str | None = None,
+                code: str | None = None) -> None:
+        self.md.extend([f"## {heading}", ""])
+        self.parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if text:
+            self.md.extend([text, ""])
+            self.parts.append(f"<p>{html.escape(text)}</p>")
+        if table is not None:
+            self.md.extend([table.markdown(), ""])
+            self.parts.append(table.html())
+        if image:
+            self.md.extend([f"![{heading}]({image})", ""])
+            self.parts.append(f'<p><img src="{html.escape(image)}" alt="{html.escape(heading)}"></p>')
+        if code is not None:
+            self.md.extend(["```", code.rstrip(), "```", ""])
+            self.parts.append(f"<pre>{html.escape(code)}</pre>")
+
+    def write(self, folder: str) -> None:
+        io.write_bytes(io.join(folder, "report.md"), "\n".join(self.md).encode())
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{self.STYLE}</style></head><body>{''.join(self.parts)}</body></html>")
+        io.write_bytes(io.join(folder, "index.html"), page.encode())
+
+
+@dataclass
+class Summaries:
+    """The per-model means and the per-group tables one report shows and writes."""
+
+    models: list[str]
+    metrics: list[str]
+    overall: list[dict]
+    by_cat: list[dict]
+    by_bg: list[dict]
+
+    @classmethod
+    def of(cls, rows: list[Mapping], models: Sequence[str] | None, interval: str) -> "Summaries":
+        models = list(models or dict.fromkeys(r["model"] for r in rows))
+        metrics = [m for m in M.METRICS if any(m in r for r in rows)]
+        order = {m: i for i, m in enumerate(models)}
+        overall = sorted(M.summarize(rows, by=["model"], metrics=metrics, method=interval),
+                         key=lambda r: order.get(r["model"], 99))
+
+        def grouped(key):  # groups sorted by name, models in the given order inside each group
+            out = M.summarize(rows, by=[key, "model"], metrics=GROUP_METRICS, method=interval)
+            return sorted(out, key=lambda r: (str(r[key]), order.get(r["model"], 99)))
+
+        by_bg = grouped("bg_kind") if any(r.get("bg_kind") for r in rows) else []
+        return cls(models, metrics, overall, grouped("category"), by_bg)
+
+
+def _summary_sections(doc: ReportDoc, folder: str, rows: list[Mapping], s: Summaries, data: str, interval: str) -> None:
+    main = [m for m in MAIN_METRICS if s.overall and m in s.overall[0]]
+    rest = [m for m in s.metrics if m not in main]
+    n_items = len({r["stem"] for r in rows})
+    ci = "percentile bootstrap" if interval == "bootstrap" else "Student t"
+    doc.section("Overall", f"{n_items} items{f' from {data}' if data else ''}; mean per model with its 95% interval "
+                f"({ci}). SSIM (box): prediction and truth cropped to the truth's bounding box, Gaussian window "
+                "sigma 1.5, data range 1. IoU at the configured threshold. max F: maximum of the mean F-measure "
+                "curve (beta^2 0.3). MAE: lower is better.", overall_table(s.overall, main))
+    if rest:
+        doc.section("All metrics", "Per-sample metrics averaged over items (max F here is each sample's own best threshold).",
+                    overall_table(s.overall, rest))
+    if s.overall:
+        bar_chart(s.overall, io.join(folder, "ssim_box_by_model.png"), "ssim_box")
+        doc.section("Mean SSIM per model", "", image="ssim_box_by_model.png")
+    if len({r["category"] for r in s.by_cat}) > 1:
+        doc.section("Per category", "", group_table(s.by_cat, "category", GROUP_METRICS))
+    if s.by_bg:
+        doc.section("Per background kind", "white: near-white background (catalog style); plain: low variation; "
+                    "scene: anything else (estimated from the pixels away from the object unless categories.csv names it).",
+                    group_table(s.by_bg, "bg_kind", GROUP_METRICS))
+
+
+def _gallery_cases(rows: list[Mapping], model: str, models: list[str], by_stem: Mapping, predictions: str,
+                   metric: str, size: int) -> list[dict]:
+    """``model``'s worst items by ``metric``: image, truth and every model's mask and score."""
+    value = {(r["model"], r["stem"]): r.get(metric) for r in rows}
+    cases = []
+    for r in M.worst([r for r in rows if r["model"] == model], metric, size):
+        it = by_stem.get(r["stem"])
+        if it is None:
+            continue
+        try:
+            case = {"stem": r["stem"], "image": io.read_image(it["image"]), "truth": io.read_mask(it["mask"]), "preds": {}}
+            for m in models:
+                p = io.join(predictions, m, f"{r['stem']}.png")
+                case["preds"][m] = (io.read_mask(p) if io.exists(p) else None, value.get((m, r["stem"])))
+        except (io.ImageDecodeError, OSError) as e:
+            log.warning("gallery: %s left out: %s", r["stem"], e)
+            continue
+        cases.append(case)
+    return cases
+
+
+def _gallery_sections(doc: ReportDoc, folder: str, rows: list[Mapping], models: list[str], items: Sequence[Mapping],
+                      predictions: str, metric: str, size: int) -> None:
+    """A gallery of the worst cases, one per model."""
+    by_stem = {str(it["stem"]): it for it in items}
+    label = LABELS.get(metric, metric)
+    for model in models:
+        cases = _gallery_cases(rows, model, models, by_stem, predictions, metric, size)
+        if cases:
+            name = f"gallery_{_safe(model)}.png"
+            gallery(cases, models, io.join(folder, name), metric)
+            doc.section(f"Worst cases of {model}", f"The {len(cases)} items where {model} scores lowest on "
+                        f"{label}, worst first: image | truth | " + " | ".join(models)
+                        + f" (each labelled with its {label}).", image=name)
+
+
+def _preference_sections(doc: ReportDoc, folder: str, preferences: Sequence[Mapping]) -> None:
+    ps = preference_summary(preferences)
+    doc.section("Human preference: agreed items",
+                f"{ps['agreed_items']} of {ps['items']} items where at least {ps['min_agree']} annotators picked "
+                f"the same model ({ps['ties']} ties left out).",
+                Table(["model", "items", "share"], [[p["choice"], p["items"], fmt(p["share"])] for p in ps["agreement"]]))
+    doc.section("Human preference: all mentions", f"{ps['mentions_total']} choices in all.",
+                Table(["model", "mentions", "share"], [[p["choice"], p["mentions"], fmt(p["share"])] for p in ps["mentions"]]))
+    io.write_bytes(io.join(folder, "preferences.json"), json.dumps(ps, indent=2).encode())
+
+
+def _provenance_sections(doc: ReportDoc, folder: str, command: str | None, config: Mapping | None,
+                         cards: Mapping | None) -> None:
+    """The command, the config and the model cards: in the report and as files beside it."""
+    import yaml
+
+    if command:
+        io.write_bytes(io.join(folder, "command.txt"), (command + "\n").encode())
+        doc.section("Command", code=command)
+    if config is not None:
+        text = yaml.safe_dump(dict(config), sort_keys=False)
+        io.write_bytes(io.join(folder, "config.yaml"), text.encode())
+        doc.section("Config", code=text)
+    if cards:
+        text = json.dumps(cards, indent=2, default=str)
+        io.write_bytes(io.join(folder, "models.json"), text.encode())
+        doc.section("Models", code=text)
+
+
+def _write_tables(folder: str, rows: list[Mapping], s: Summaries) -> None:
+    flat = [{k: v for k, v in r.items() if k != "f_curve"} for r in rows]
+    io.write_bytes(io.join(folder, "samples.csv"), csv_bytes(flat))
+    io.write_bytes(io.join(folder, "overall.csv"), csv_bytes(s.overall))
+    io.write_bytes(io.join(folder, "by_category.csv"), csv_bytes(s.by_cat))
+    if s.by_bg:
+        io.write_bytes(io.join(folder, "by_bg_kind.csv"), csv_bytes(s.by_bg))
+
+
 def write_report(folder: str, rows: Sequence[Mapping], items: Sequence[Mapping] | None = None,
                  models: Sequence[str] | None = None, predictions: str | None = None,
                  config: Mapping | None = None, command: str | None = None, cards: Mapping | None = None,
@@ -283,126 +443,18 @@ def write_report(folder: str, rows: Sequence[Mapping], items: Sequence[Mapping] 
     ``predictions``: the folder of ``<model>/<stem>.png`` soft masks, both needed for the
     galleries (left out when missing). ``preferences``: rows from :func:`load_preferences`.
     """
-    import yaml
-
     rows = list(rows)
-    models = list(models or dict.fromkeys(r["model"] for r in rows))
-    metrics = [m for m in M.METRICS if any(m in r for r in rows)]
-    order = {m: i for i, m in enumerate(models)}
-    overall = sorted(M.summarize(rows, by=["model"], metrics=metrics, method=interval), key=lambda r: order.get(r["model"], 99))
-    def grouped(key):  # groups sorted by name, models in the given order inside each group
-        out = M.summarize(rows, by=[key, "model"], metrics=GROUP_METRICS, method=interval)
-        return sorted(out, key=lambda r: (str(r[key]), order.get(r["model"], 99)))
-
-    by_cat = grouped("category")
-    by_bg = grouped("bg_kind") if any(r.get("bg_kind") for r in rows) else []
-    main = [m for m in MAIN_METRICS if overall and m in overall[0]]
-    rest = [m for m in metrics if m not in main]
-
-    md: list[str] = [f"# {title}", ""]
-    parts: list[str] = [f"<h1>{html.escape(title)}</h1>"]
-
-    def section(heading: str, text: str = "", table: Table | None = None, image: str | None = None, code: str | None = None):
-        md.extend([f"## {heading}", ""])
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
-        if text:
-            md.extend([text, ""])
-            parts.append(f"<p>{html.escape(text)}</p>")
-        if table is not None:
-            md.extend([table.markdown(), ""])
-            parts.append(table.html())
-        if image:
-            md.extend([f"![{heading}]({image})", ""])
-            parts.append(f'<p><img src="{html.escape(image)}" alt="{html.escape(heading)}"></p>')
-        if code is not None:
-            md.extend(["```", code.rstrip(), "```", ""])
-            parts.append(f"<pre>{html.escape(code)}</pre>")
-
-    n_items = len({r["stem"] for r in rows})
-    data = (config or {}).get("data", "")
-    ci = "percentile bootstrap" if interval == "bootstrap" else "Student t"
-    section("Overall", f"{n_items} items{f' from {data}' if data else ''}; mean per model with its 95% interval "
-            f"({ci}). SSIM (box): prediction and truth cropped to the truth's bounding box, Gaussian window "
-            "sigma 1.5, data range 1. IoU at the configured threshold. max F: maximum of the mean F-measure "
-            "curve (beta^2 0.3). MAE: lower is better.", overall_table(overall, main))
-    if rest:
-        section("All metrics", "Per-sample metrics averaged over items (max F here is each sample's own best threshold).",
-                overall_table(overall, rest))
-    if overall:
-        bar_chart(overall, io.join(folder, "ssim_box_by_model.png"), "ssim_box")
-        section("Mean SSIM per model", "", image="ssim_box_by_model.png")
-    if len({r["category"] for r in by_cat}) > 1:
-        section("Per category", "", group_table(by_cat, "category", GROUP_METRICS))
-    if by_bg:
-        section("Per background kind", "white: near-white background (catalog style); plain: low variation; "
-                "scene: anything else (estimated from the pixels away from the object unless categories.csv names it).",
-                group_table(by_bg, "bg_kind", GROUP_METRICS))
-
-    # galleries of the worst cases, one per model
+    s = Summaries.of(rows, models, interval)
+    doc = ReportDoc(title)
+    _summary_sections(doc, folder, rows, s, (config or {}).get("data", ""), interval)
     if items is not None and predictions is not None and gallery_size > 0 and rows:
-        by_stem = {str(it["stem"]): it for it in items}
-        value = {(r["model"], r["stem"]): r.get(gallery_metric) for r in rows}
-        for model in models:
-            worst = M.worst([r for r in rows if r["model"] == model], gallery_metric, gallery_size)
-            cases = []
-            for r in worst:
-                it = by_stem.get(r["stem"])
-                if it is None:
-                    continue
-                try:
-                    case = {"stem": r["stem"], "image": io.read_image(it["image"]), "truth": io.read_mask(it["mask"]), "preds": {}}
-                    for m in models:
-                        p = io.join(predictions, m, f"{r['stem']}.png")
-                        case["preds"][m] = (io.read_mask(p) if io.exists(p) else None, value.get((m, r["stem"])))
-                except (io.ImageDecodeError, OSError) as e:
-                    log.warning("gallery: %s left out: %s", r["stem"], e)
-                    continue
-                cases.append(case)
-            if cases:
-                name = f"gallery_{_safe(model)}.png"
-                gallery(cases, models, io.join(folder, name), gallery_metric)
-                section(f"Worst cases of {model}", f"The {len(cases)} items where {model} scores lowest on "
-                        f"{LABELS.get(gallery_metric, gallery_metric)}, worst first: image | truth | "
-                        + " | ".join(models) + f" (each labelled with its {LABELS.get(gallery_metric, gallery_metric)}).",
-                        image=name)
-
+        _gallery_sections(doc, folder, rows, s.models, items, predictions, gallery_metric, gallery_size)
     if preferences:
-        ps = preference_summary(preferences)
-        section("Human preference: agreed items",
-                f"{ps['agreed_items']} of {ps['items']} items where at least {ps['min_agree']} annotators picked "
-                f"the same model ({ps['ties']} ties left out).",
-                Table(["model", "items", "share"], [[p["choice"], p["items"], fmt(p["share"])] for p in ps["agreement"]]))
-        section("Human preference: all mentions", f"{ps['mentions_total']} choices in all.",
-                Table(["model", "mentions", "share"], [[p["choice"], p["mentions"], fmt(p["share"])] for p in ps["mentions"]]))
-        io.write_bytes(io.join(folder, "preferences.json"), json.dumps(ps, indent=2).encode())
-
+        _preference_sections(doc, folder, preferences)
     if skipped:
-        section("Skipped items", "Unreadable or mismatched pairs, left out of every table.",
-                Table(["model", "stem", "error"], [[m, e["stem"], e["error"]] for m, errs in skipped.items() for e in errs]))
-
-    if command:
-        io.write_bytes(io.join(folder, "command.txt"), (command + "\n").encode())
-        section("Command", code=command)
-    if config is not None:
-        text = yaml.safe_dump(dict(config), sort_keys=False)
-        io.write_bytes(io.join(folder, "config.yaml"), text.encode())
-        section("Config", code=text)
-    if cards:
-        text = json.dumps(cards, indent=2, default=str)
-        io.write_bytes(io.join(folder, "models.json"), text.encode())
-        section("Models", code=text)
-
-    flat = [{k: v for k, v in r.items() if k != "f_curve"} for r in rows]
-    io.write_bytes(io.join(folder, "samples.csv"), csv_bytes(flat))
-    io.write_bytes(io.join(folder, "overall.csv"), csv_bytes(overall))
-    io.write_bytes(io.join(folder, "by_category.csv"), csv_bytes(by_cat))
-    if by_bg:
-        io.write_bytes(io.join(folder, "by_bg_kind.csv"), csv_bytes(by_bg))
-    io.write_bytes(io.join(folder, "report.md"), "\n".join(md).encode())
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}img{max-width:100%}pre{background:#f5f5f5;padding:1em;overflow:auto}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
-    io.write_bytes(io.join(folder, "index.html"), page.encode())
+        doc.section("Skipped items", "Unreadable or mismatched pairs, left out of every table.",
+                    Table(["model", "stem", "error"], [[m, e["stem"], e["error"]] for m, errs in skipped.items() for e in errs]))
+    _provenance_sections(doc, folder, command, config, cards)
+    _write_tables(folder, rows, s)
+    doc.write(folder)
     return folder

@@ -33,9 +33,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import Callable, Optional
@@ -103,44 +101,28 @@ _RENDER_LOCKS = tuple(threading.Lock() for _ in range(64))  # striped: one write
 
 def render_once(out: Path, make: Callable[[], bytes]) -> Path:
     """``out``, made by ``make()`` when it does not exist yet. One writer per file in this process
-    (the others wait on its lock, then read the result); the bytes go to a temp file of a unique
-    name and are renamed into place, so another process rendering the same file at the same time,
-    or a reader, never sees a partial one."""
+    (the others wait on its lock, then read the result); the bytes are written whole or not at all
+    (:func:`segsynth.io.write_bytes`: a temp file renamed into place), so another process rendering
+    the same file at the same time, or a reader, never sees a partial one."""
     if out.is_file():
         return out
     with _RENDER_LOCKS[hash(str(out)) % len(_RENDER_LOCKS)]:
-        if out.is_file():
-            return out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(make())
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if not out.is_file():
+            io.write_bytes(out, make())
     return out
 
 
-def create_app(task_dir: str | Path, limits: RequestLimits = REVIEW_LIMITS) -> FastAPI:
-    """The app for the task in ``task_dir`` (a folder made by ``segsynth review create``)."""
-    store = Store(task_dir)
-    media = Path(task_dir) / MEDIA
-    token = store.meta.get("token") or None
-    page = (STATIC / "index.html").read_bytes()
-    page_headers = {"Content-Security-Policy": page_policy(page), "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
-    app = FastAPI(title="segsynth review", version="1",
-                  description="People pick the best mask, accept pseudo-labels or compare models blind.")
+class TaskMedia:
+    """A task's items as the page sees them: display ids and opaque view URLs, and the images,
+    at display size or rendered once at the photo's own size."""
 
-    install_error_handlers(app, ReviewError, validation_status=422, validation_code="bad_request")
-    install_request_guard(app, token=lambda: token, limits=lambda: limits, open_paths=lambda path: path in OPEN_PATHS,
-                          token_hint=TOKEN_HINT)
+    def __init__(self, store: Store, folder: Path):
+        self.store, self.folder = store, folder
 
-    def item_view(item_id: str, views: tuple[str, ...], lease: Lease | None = None) -> dict:
+    def item_view(self, item_id: str, views: tuple[str, ...], lease: Lease | None = None) -> dict:
         """What the page gets for an item: display ids and opaque view URLs (``views``, in display
         order), never a candidate id."""
+        store = self.store
         it = store.item(item_id)
         base = f"/media/{quote(item_id, safe='')}"
         cands = [{"id": str(i + 1), "views": {v: f"/media/view/{vid}/{v}.jpg" for v in VIEWS},
@@ -154,15 +136,15 @@ def create_app(task_dir: str | Path, limits: RequestLimits = REVIEW_LIMITS) -> F
             out.update(lease_expires_at=lease.expires_at, resumed=lease.resumed)
         return out
 
-    def leased_view(lease: Lease) -> dict:
-        return item_view(lease.item_id, lease.views, lease)
+    def leased(self, lease: Lease) -> JSONResponse:
+        return JSONResponse(self.item_view(lease.item_id, lease.views, lease))
 
-    def full_size(item_id: str, cand_id: str | None = None, view: str | None = None) -> Path:
+    def full_size(self, item_id: str, cand_id: str | None = None, view: str | None = None) -> Path:
         """The photo (``cand_id`` None) or a candidate's view at the photo's own size, made once."""
-        folder = media / item_id
+        folder = self.folder / item_id
 
         def make() -> bytes:
-            rgb = io.read_image(store.item(item_id)["image"])
+            rgb = io.read_image(self.store.item(item_id)["image"])
             if cand_id is None:
                 return io.encode_jpeg(rgb, FULL_JPEG_QUALITY)
             mask_path = folder / f"{cand_id}.png"
@@ -171,9 +153,33 @@ def create_app(task_dir: str | Path, limits: RequestLimits = REVIEW_LIMITS) -> F
 
         return render_once(folder / "full" / (f"{cand_id}_{view}.jpg" if cand_id else "photo.jpg"), make)
 
+    @staticmethod
     def jpeg(path: Path) -> Response:
         # the bytes, without Last-Modified or ETag: the views' file times follow the candidates' order
         return Response(path.read_bytes(), media_type="image/jpeg", headers=IMAGE_HEADERS)
+
+
+def create_app(task_dir: str | Path, limits: RequestLimits = REVIEW_LIMITS) -> FastAPI:
+    """The app for the task in ``task_dir`` (a folder made by ``segsynth review create``)."""
+    store = Store(task_dir)
+    token = store.meta.get("token") or None
+    app = FastAPI(title="segsynth review", version="1",
+                  description="People pick the best mask, accept pseudo-labels or compare models blind.")
+    install_error_handlers(app, ReviewError, validation_status=422, validation_code="bad_request")
+    install_request_guard(app, token=lambda: token, limits=lambda: limits, open_paths=lambda path: path in OPEN_PATHS,
+                          token_hint=TOKEN_HINT)
+    media = TaskMedia(store, Path(task_dir) / MEDIA)
+    _page_routes(app)
+    _media_routes(app, store, media)
+    _task_routes(app, store, media, token)
+    return app
+
+
+def _page_routes(app: FastAPI) -> None:
+    """The page (one static file for every task, under its Content-Security-Policy) and the probe."""
+    page = (STATIC / "index.html").read_bytes()
+    page_headers = {"Content-Security-Policy": page_policy(page), "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
@@ -183,6 +189,10 @@ def create_app(task_dir: str | Path, limits: RequestLimits = REVIEW_LIMITS) -> F
     def healthz() -> dict:
         return {"status": "ok"}
 
+
+def _media_routes(app: FastAPI, store: Store, media: TaskMedia) -> None:
+    """The photos and the candidates' views, by opaque id."""
+
     @app.get("/media/view/{view_id}/{name}", summary="A candidate's view by its opaque id (display size, or ?size=full)")
     def view_file(view_id: str, name: str, size: str = Query("display", pattern="^(display|full)$")) -> Response:
         found = store.view(view_id) if VIEW_FILE.match(name) else None
@@ -191,17 +201,21 @@ def create_app(task_dir: str | Path, limits: RequestLimits = REVIEW_LIMITS) -> F
         item_id, cand_id = found
         view = name[: -len(".jpg")]
         if size == "full":
-            return jpeg(full_size(item_id, cand_id, view))
-        return jpeg(media / item_id / f"{cand_id}_{view}.jpg")
+            return media.jpeg(media.full_size(item_id, cand_id, view))
+        return media.jpeg(media.folder / item_id / f"{cand_id}_{view}.jpg")
 
     @app.get("/media/{item_id}/{name}", summary="An item's photo or thumbnail (display size, or ?size=full)")
     def photo_file(item_id: str, name: str, size: str = Query("display", pattern="^(display|full)$")) -> Response:
-        if name not in PHOTO_FILES or not (media / item_id / name).is_file() or item_id.startswith("."):
+        if name not in PHOTO_FILES or not (media.folder / item_id / name).is_file() or item_id.startswith("."):
             raise ReviewError(404, "not_found", f"no image {name!r} for item {item_id!r}")
         store.item(item_id)  # an item of this task (404 otherwise), not just a folder under media/
         if size == "full":
-            return jpeg(full_size(item_id))
-        return jpeg(media / item_id / name)
+            return media.jpeg(media.full_size(item_id))
+        return media.jpeg(media.folder / item_id / name)
+
+
+def _task_routes(app: FastAPI, store: Store, media: TaskMedia, token: str | None) -> None:
+    """The JSON API: the task, leases, answers and their edits, flags, history, progress."""
 
     @app.get("/api/task", summary="What the task is")
     def task() -> dict:
@@ -212,9 +226,7 @@ def create_app(task_dir: str | Path, limits: RequestLimits = REVIEW_LIMITS) -> F
     @app.get("/api/next", summary="The next item for an annotator (204 when none is left)")
     def next_item(annotator: str = Query(...)) -> Response:
         lease = store.next_item(annotator)
-        if lease is None:
-            return Response(status_code=204)
-        return JSONResponse(leased_view(lease))
+        return Response(status_code=204) if lease is None else media.leased(lease)
 
     @app.post("/api/answers", status_code=201, summary="Answer the item leased to you")
     def answer(body: Answer) -> dict:
@@ -227,9 +239,7 @@ def create_app(task_dir: str | Path, limits: RequestLimits = REVIEW_LIMITS) -> F
     @app.post("/api/undo", summary="Take back your last answer and get its item again")
     def undo(body: Who) -> Response:
         lease = store.undo(body.annotator)
-        if lease is None:
-            return Response(status_code=204)
-        return JSONResponse(leased_view(lease))
+        return Response(status_code=204) if lease is None else media.leased(lease)
 
     @app.post("/api/flag", status_code=201, summary="Flag an item for attention")
     def flag(body: Flag) -> dict:
@@ -242,7 +252,7 @@ def create_app(task_dir: str | Path, limits: RequestLimits = REVIEW_LIMITS) -> F
         if answer is None:
             raise ReviewError(404, "no_answer", f"{annotator} has no answer on item {item_id!r}")
         views = store.view_ids(item_id, annotator, store.order_for(item_id, annotator))
-        return {**item_view(item_id, views), "answer": answer}
+        return {**media.item_view(item_id, views), "answer": answer}
 
     @app.get("/api/history", summary="Your latest answers, newest first")
     def history(annotator: str = Query(...), limit: int = Query(20, ge=1, le=500)) -> list[dict]:
@@ -252,5 +262,3 @@ def create_app(task_dir: str | Path, limits: RequestLimits = REVIEW_LIMITS) -> F
     @app.get("/api/progress", summary="Counts per annotator and overall")
     def progress() -> dict:
         return store.progress()
-
-    return app

