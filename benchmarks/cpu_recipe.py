@@ -162,7 +162,7 @@ def collect(args) -> dict:
     extra = dict(a.split("=", 1) for a in args.also)
     extra_rows = _also(sets, extra) if extra else {}
 
-    table, held, by_category = [], [], []
+    table, held, by_category, paired = [], [], [], []
     for name, folder in sets:
         ecfg = load_config(EvalConfig, str(folder / "config.yaml"))
         held.append({"set": name, "data": os.path.basename(str(ecfg.data).rstrip("/")), "stems": ecfg.stems,
@@ -174,6 +174,7 @@ def collect(args) -> dict:
             table.append({"set": name, **{k: r[k] for k in ("model", "n", "ssim_box", "ssim_box_lo", "ssim_box_hi", "iou",
                                                             "iou_lo", "iou_hi", "mae")},
                           "max_f": r.get("max_f_dataset", r.get("max_f", float("nan")))})
+        paired += paired_iou(name, rows)
         if "furniture" in name:  # the photos this system is for: per category beside DIS
             for r in M.summarize(rows, by=("category", "model"), metrics=("iou", "ssim_box"), level=INTERVAL):
                 by_category.append({"set": name, **{k: r[k] for k in ("category", "model", "n", "iou", "iou_lo",
@@ -211,13 +212,38 @@ def collect(args) -> dict:
                        "selection": [{"data": os.path.basename(str(v.get("path", ""))),
                                       "part": v.get("stems") or (v.get("split") or {}).get("half") or "all"}
                                      for v in train_cfg.get("val_data") or [] if v.get("select", True)]},
-            "held_out": held, "table": table, "by_category": by_category, "curves": [c for c in curves if c],
+            "held_out": held, "table": table, "by_category": by_category, "paired": paired,
+            "curves": [c for c in curves if c],
             "train": {"steps": train.get("steps"), "fit_wall_s": train.get("fit_wall_s"),
                       "samples_per_s": float(np.mean(samples_s)) if samples_s else None,
                       "best_step": train.get("best_step"), "select_on": train.get("select_on"),
                       "selected_on": train.get("selected_on"), "normalization": train.get("normalization"),
                       "best_val": best_val, "best_val_set": val.get("name")},
             "latency": latency}
+
+
+def paired_iou(name: str, rows: list[dict]) -> list[dict]:
+    """IoU of the recipe's model minus each other model's on the same photos of set ``name``, with a
+    bootstrap interval over the photos (one training run each: seed-to-seed spread is not in it)."""
+    from segsynth import metrics as M
+
+    by_model: dict[str, dict[str, float]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], {})[str(r["stem"])] = float(r["iou"])
+    ours = by_model.get(OURS)
+    out = []
+    for model, scores in by_model.items():
+        if ours is None or model == OURS:
+            continue
+        diffs = [ours[s] - scores[s] for s in ours if s in scores]
+        d, lo, hi, n = M.mean_ci(diffs, level=INTERVAL, seed=(name, model, "paired"))
+        out.append({"set": name, "model": model, "n": n, "diff": d, "lo": lo, "hi": hi})
+    return out
+
+
+def _paired_text(p: dict) -> str:
+    side = "ahead" if p["lo"] > 0 else "behind" if p["hi"] < 0 else "not separated"
+    return f"`{p['model']}` {p['diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}] ({side})"
 
 
 def _selection(sel: list[dict]) -> str:
@@ -279,6 +305,13 @@ def section(r: dict) -> str:
         vs = "" if dis is None else (f"; DIS {_fmt(dis['iou'])} IoU, SSIM (box) {_fmt(dis['ssim_box'])} against ours "
                                      f"{_fmt(ours['ssim_box'])}")
         lines.append(f"- {name}: IoU {_fmt(ours['iou'])} ({_verdict(name, ours, models, r['targets'])}){vs}.")
+    paired = r.get("paired") or []
+    if paired:
+        lines += ["", f"Paired per photo, IoU of `{OURS}` minus each model on the same photos ({r['interval']:.0%} "
+                      "bootstrap over the photos; one training run of each model, so the spread between seeds is not "
+                      "in these intervals):", ""]
+        for name in dict.fromkeys(p["set"] for p in paired):
+            lines.append(f"- {name}: " + ", ".join(_paired_text(p) for p in paired if p["set"] == name) + ".")
     cats = r.get("by_category") or []
     if cats:
         models = sorted({c["model"] for c in cats}, key=lambda m: (m != OURS, m))

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ["synth_throughput", "rooms", "train_overhead", "serve_load", "cpu_recipe", "recipe_ablation", "evaluation",
-           "review", "active_pool", "refine", "scale_out", "serve_stages"]
+           "review", "active_pool", "refine", "scale_out", "serve_stages", "test_suite"]
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -209,6 +209,8 @@ def cpu_recipe_results() -> dict:
                          {"set": "ecssd_51-100", "data": "ecssd_dev", "stems": "51-100", "half": None},
                          {"set": "pascal_s_1-100", "data": "pascal_s_dev", "stems": None, "half": None}],
             "table": table, "by_category": by_category,
+            "paired": [{"set": "furniture_report", "model": "dis", "n": 106, "diff": -0.038, "lo": -0.061, "hi": -0.017},
+                       {"set": "ecssd_51-100", "model": "demo", "n": 50, "diff": -0.069, "lo": -0.112, "hi": 0.021}],
             "curves": [{"set": "furniture_select", "last_step": 1130, "quarter_step": 300, "quarter": 0.687,
                         "final": 0.741, "best_step": 900, "best": 0.748, "points": 12}],
             "train": {"steps": 1130, "fit_wall_s": 3438.7, "samples_per_s": 2.61, "best_step": 900, "select_on": "ssim_box",
@@ -376,6 +378,20 @@ def serve_stages_results() -> dict:
             "own_px": 640, "large_px": 2000, "rounds": 4, "threads": 2, "table": table}
 
 
+def suite_results() -> dict:
+    def run(tests, wall, total, failed=0):
+        return {"args": [], "wall_s": wall, "returncode": 1 if failed else 0, "summary": f"{tests - failed} passed",
+                "tests": tests, "passed": tests - failed - 4, "failed": failed, "skipped": 4, "test_s": total,
+                "slowest": [{"test": "tests/integration/test_pipeline.py::test_demo_chain", "seconds": 61.2, "share": 0.112},
+                            {"test": "tests/e2e/test_review_browser.py::test_keyboard_review", "seconds": 22.7, "share": 0.041}],
+                "slowest_share": 0.153,
+                "files": [{"file": "tests/integration/test_pipeline.py", "seconds": 88.4, "share": 0.162}]}
+
+    return {"command": "python benchmarks/test_suite.py --write", "date": "2026-12-07", "cores": 2, "load_avg": [0.1, 1.7],
+            "targets": {"full_s": 600.0, "fast_s": 120.0}, "full": run(517, 587.3, 546.1, failed=1),
+            "fast": run(469, 52.8, 44.9), "top": 15}
+
+
 CASES = [
     ("synth_throughput", synth_results(), frozenset()),
     ("rooms", rooms_results(gpu=False), frozenset({"batch_sizes"})),
@@ -392,6 +408,7 @@ CASES = [
     ("refine", refine_results(), frozenset()),
     ("scale_out", scale_out_results(), frozenset()),
     ("serve_stages", serve_stages_results(), frozenset()),
+    ("test_suite", suite_results(), frozenset({"targets"})),
 ]
 
 
@@ -448,3 +465,32 @@ def test_scripts_import_without_ray_or_torch():
             "heavy = [m for m in ('ray', 'torch', 'segsynth.synth.job', 'diffusers') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_the_suite_benchmark_reads_junit_reports(tmp_path):
+    xml = tmp_path / "r.xml"
+    xml.write_text('<testsuites><testsuite name="pytest">'
+                   '<testcase classname="tests.unit.test_io" name="test_a" time="1.5"/>'
+                   '<testcase classname="tests.unit.test_io.TestGroup" name="test_b" time="0.25"><skipped/></testcase>'
+                   '<testcase classname="tests.e2e.test_x" name="test_c[1]" time="3"><failure message="boom"/></testcase>'
+                   '</testsuite></testsuites>')
+    suite = load("test_suite")
+    cases = suite.junit_cases(xml)
+    assert [(c["test"], c["seconds"], c["outcome"]) for c in cases] == [
+        ("tests/unit/test_io.py::test_a", 1.5, "passed"), ("tests/unit/test_io.py::test_b", 0.25, "skipped"),
+        ("tests/e2e/test_x.py::test_c[1]", 3.0, "failed")]
+    run = suite.digest({"cases": cases}, top=2)
+    assert [c["test"] for c in run["slowest"]] == ["tests/e2e/test_x.py::test_c[1]", "tests/unit/test_io.py::test_a"]
+    assert run["files"][0] == {"file": "tests/e2e/test_x.py", "seconds": 3.0, "share": round(3 / 4.75, 3)}
+    assert "**missed** by 1.0 s" in suite.verdict(121.0, 120.0) and "**met**" in suite.verdict(120.0, 120.0)
+
+
+def test_the_recipe_is_paired_per_photo_with_each_other_model():
+    recipe = load("cpu_recipe")
+    rows = ([{"model": "segsynth-cpu", "stem": s, "iou": 0.7 + 0.01 * i} for i, s in enumerate("abcd")]
+            + [{"model": "dis", "stem": s, "iou": 0.8 + 0.01 * i} for i, s in enumerate("abcd")]
+            + [{"model": "demo", "stem": s, "iou": 0.5} for s in "abc"])  # one photo fewer: only shared ones count
+    paired = {p["model"]: p for p in recipe.paired_iou("furniture_report", rows)}
+    assert set(paired) == {"dis", "demo"} and paired["demo"]["n"] == 3
+    assert abs(paired["dis"]["diff"] + 0.1) < 1e-9 and "(behind)" in recipe._paired_text(paired["dis"])
+    assert "(ahead)" in recipe._paired_text(paired["demo"])
