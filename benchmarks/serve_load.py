@@ -578,8 +578,10 @@ def section(r: dict) -> str:
             outside = "Serve's proxy and HTTP" if r["ingress_chosen"] == "proxy" else f"{r['ingress_chosen']} ingress and HTTP"
             prose.append(f"Of that overhead, the hops before our handler ({outside}, the body read) take "
                          f"{serve_hops} ms, and the forward pass takes {hops['model']} ms in the replica against "
-                         f"{b['model_p50_ms']} ms bare ({round(hops['model'] - b['model_p50_ms'], 1):+} ms: Ray's "
-                         "processes and the load generator share the two cores).")
+                         f"{b['model_p50_ms']} ms bare ({round(hops['model'] - b['model_p50_ms'], 1):+} ms"
+                         + (": Ray's processes and the load generator share the cores)." if hops["model"] > b["model_p50_ms"]
+                            else ": the bare call's time holds the letterbox and the resize back, which the replica "
+                                 "does outside its model thread)."))
         if "batched_per_image_ms" in b:
             gain = b["model_p50_ms"] / max(b["batched_per_image_ms"], 1e-9)
             prose.append(f"A forward pass of {b['batch']} images costs {b['batched_per_image_ms']} ms per image here "
