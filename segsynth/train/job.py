@@ -59,7 +59,9 @@ class RaySession:
 
         return ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": find_unused_parameters})
 
-    def batches(self, role: str, batch_size: int, collate, prefetch_batches: int = 1):
+    def batches(self, role: str, batch_size: int, collate, prefetch_batches: int = 1, epoch: int = 0):
+        # ``epoch`` unused: the shard's blocks come as Ray Data reads them; the loop's
+        # shuffled_batches reorders their rows by (seed, epoch)
         import ray.train
         from ray.data.collate_fn import NumpyBatchCollateFn
 

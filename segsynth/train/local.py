@@ -39,8 +39,8 @@ LATEST = "local_checkpoint"  # OUT/local_checkpoint: the latest checkpoint, what
 class LocalSession:
     """:class:`segsynth.train.loop.WorkerSession` for one worker in this process (rank 0 of 1).
 
-    ``batches("train", ...)`` serves this epoch's permutation of every decoded training row (a
-    new permutation per call, from ``(seed, "local-order", epoch)``); checkpoints replace
+    ``batches("train", ..., epoch=E)`` serves epoch E's permutation of every decoded training row
+    (from ``(seed, "local-order", E)``, so a resumed run orders its epochs as a whole one would); checkpoints replace
     ``OUT/local_checkpoint``, which a later run with the same ``out`` resumes from.
     """
 
@@ -52,7 +52,6 @@ class LocalSession:
         self.rows = rows if rows is not None else {role: decoded_locally(cfg, role) for role in ("train", "val")}
         if cfg.val_max_samples is not None:
             self.rows["val"] = self.rows["val"][:cfg.val_max_samples]
-        self.epoch = 0
         self.reports: list[dict] = []
         self.latest = io.join(cfg.out, LATEST)
 
@@ -63,13 +62,13 @@ class LocalSession:
     def prepare_model(self, model: torch.nn.Module, find_unused_parameters: bool) -> torch.nn.Module:
         return model.to(self.device)
 
-    def batches(self, role: str, batch_size: int, collate: Callable, prefetch_batches: int = 1) -> Iterator | None:
+    def batches(self, role: str, batch_size: int, collate: Callable, prefetch_batches: int = 1,
+                epoch: int = 0) -> Iterator | None:
         rows = self.rows.get(role) or []
         if not rows:
             return None
         if role == "train":
-            order = rng_for(self.cfg.seed, "local-order", self.epoch).permutation(len(rows))
-            self.epoch += 1
+            order = rng_for(self.cfg.seed, "local-order", epoch).permutation(len(rows))
         else:
             order = np.arange(len(rows))
         return self._chunks(rows, order, batch_size, collate)

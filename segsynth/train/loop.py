@@ -414,8 +414,26 @@ def write_checkpoint(folder: str, model: torch.nn.Module, stepper: Stepper, cfg:
 
     save_model_folder(folder, model, model_card(cfg, state, metrics), dump_config(cfg))
     buf = _pyio.BytesIO()
-    torch.save({**stepper.state_dict(), "loop": state.as_dict()}, buf)
+    torch.save({**stepper.state_dict(), "loop": state.as_dict(), **rng_state()}, buf)
     io.write_bytes(io.join(folder, STATE_FILE), buf.getvalue())
+
+
+def rng_state() -> dict:
+    """torch's random state (the decoder's dropout draws from it): a resumed run goes on with
+    the draws the uninterrupted run would have made (rank 0's, restored on every rank, as every
+    rank starts from one seed)."""
+    state = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(blob: dict) -> None:
+    """Undo :func:`rng_state` (a checkpoint from before it keeps the fresh seed)."""
+    if "torch_rng" in blob:
+        torch.set_rng_state(blob["torch_rng"])
+    if "cuda_rng" in blob and torch.cuda.is_available():
+        torch.cuda.set_rng_state(blob["cuda_rng"])
 
 
 def read_checkpoint(folder: str) -> tuple[dict, dict]:
@@ -537,8 +555,11 @@ class WorkerSession(Protocol):
     def prepare_model(self, model: torch.nn.Module, find_unused_parameters: bool) -> torch.nn.Module:
         """Move to the device and wrap for data-parallel training."""
 
-    def batches(self, role: str, batch_size: int, collate: Callable, prefetch_batches: int = 1) -> Iterator | None:
-        """Batches of this worker's shard of ``role`` ("train" or "val") through ``collate``; None without that split."""
+    def batches(self, role: str, batch_size: int, collate: Callable, prefetch_batches: int = 1,
+                epoch: int = 0) -> Iterator | None:
+        """Batches of this worker's shard of ``role`` ("train" or "val") through ``collate``; None
+        without that split. ``epoch``: the loop's epoch (a resumed run's first is not 0), for a
+        session that orders each epoch's rows itself."""
 
     def report(self, metrics: dict, folder: str | None = None, name: str | None = None) -> None:
         """Report ``metrics`` (every rank: a barrier) with a checkpoint ``folder`` (rank 0) named ``name``."""
@@ -605,6 +626,7 @@ class WorkerRun:
         stepper = Stepper(model, cfg, total_steps=self.n_steps * cfg.epochs, device=self.device)
         if blob is not None:
             stepper.load_state_dict(blob)
+            restore_rng_state(blob)
         stepper.train_mode()
         return model, stepper, state
 
@@ -667,7 +689,7 @@ class WorkerRun:
         """Optimizer steps until the epoch's ``n_steps``, the shard's end or the time budget."""
         cfg, state = self.cfg, self.state
         self.train_aug.epoch = epoch
-        pools = self.session.batches("train", pool_rows(cfg), self.train_aug, prefetch_batches=1)
+        pools = self.session.batches("train", pool_rows(cfg), self.train_aug, prefetch_batches=1, epoch=epoch)
         batches: Iterator = shuffled_batches(pools, cfg.batch_size, cfg.seed, epoch, self.rank)
         stats = EpochStats(loss_sum=torch.zeros((), device=self.device))
         while state.step_in_epoch < self.n_steps and not self.out_of_time:

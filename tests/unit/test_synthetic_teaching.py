@@ -351,3 +351,46 @@ def test_a_checkpoint_from_before_best_iou_resumes():
 
     state = LoopState.from_dict({**LoopState(step=7, best_score=0.5).as_dict(), "best_val_iou": None})
     assert state.step == 7 and state.best_score == 0.5 and state.best_iou is None
+
+
+def test_a_run_stopped_between_epochs_resumes_to_the_same_weights_and_learning_rate(tmp_path, monkeypatch):
+    """Resuming carries everything the next step depends on (weights, optimizer moments, the
+    schedule's position, the epoch's data order, the dropout RNG), not only the step count: a run
+    killed after its first epoch and started again ends where the uninterrupted run ends."""
+    import csv
+
+    from segsynth.train import loop
+    from segsynth.train.local import run_local
+
+    synth = tmp_path / "synth" / "shards"
+    synth.mkdir(parents=True)
+    io.write_parquet([{"sample_id": r["key"][:-2], "cutout_id": r["key"][:-2], "image": io.encode_png(r["image"]),
+                       "mask": io.encode_png(r["mask"])} for r in _rows(24, 64, 0)], str(synth / "shard-00000.parquet"))
+
+    def cfg(name):
+        return _tiny_cfg(tmp_path / name, f"data=[{{path: '{tmp_path / 'synth'}'}}]", "val_fraction=0.0", "epochs=2",
+                         "max_steps_per_epoch=3", "lr=0.003", "warmup_steps=1", "checkpoint_every_steps=1000",
+                         "shuffle_pool=8", "ema_decay=0.9")
+
+    whole = run_local(cfg("whole"))
+    original = loop.WorkerRun.train_epoch
+
+    def killed_in_epoch_two(self, epoch):
+        if epoch == 1:
+            raise RuntimeError("killed")
+        return original(self, epoch)
+
+    monkeypatch.setattr(loop.WorkerRun, "train_epoch", killed_in_epoch_two)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_local(cfg("stopped"))
+    monkeypatch.setattr(loop.WorkerRun, "train_epoch", original)
+    resumed = run_local(cfg("stopped"))
+
+    assert resumed["steps"] == whole["steps"] == 6
+    rows = {name: list(csv.DictReader(open(tmp_path / name / "metrics.csv"))) for name in ("whole", "stopped")}
+    assert [r["lr"] for r in rows["stopped"]] == [r["lr"] for r in rows["whole"]]
+    assert float(rows["stopped"][-1]["train_loss"]) == pytest.approx(float(rows["whole"][-1]["train_loss"]), rel=1e-5)
+    a, b = (torch.load(tmp_path / name / "last" / loop.MODEL_FILE, weights_only=True) for name in ("whole", "stopped"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k

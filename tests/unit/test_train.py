@@ -106,6 +106,27 @@ def test_random_letterbox_pads_anywhere_and_keeps_image_and_mask_aligned():
     assert len(offsets) > 5  # the padding is placed anywhere, not only right/bottom
 
 
+def test_crop_letterbox_and_flips_together_keep_image_and_mask_aligned():
+    """The whole geometric chain of augment_sample (random crop resized back, random letterbox,
+    horizontal and vertical flips) moves the mask exactly as the image: a photo whose first
+    channel is its mask still is, whichever draws were made."""
+    from segsynth.train.loop import augment_sample
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(1, 255, (48, 48, 3), dtype=np.uint8)
+    mask = img[:, :, 0].copy()
+    geometry_only = AugmentConfig(crop_min=0.5, letterbox_prob=0.5, hflip=0.5, vflip=0.5, brightness=0.0,
+                                  contrast=0.0, saturation=0.0, hue=0.0, jpeg_prob=0.0)
+    seen = set()
+    for seed in range(40):
+        a, m = augment_sample(img, mask, geometry_only, np.random.default_rng(seed))
+        assert a.shape == img.shape and m.shape == mask.shape
+        assert (a[:, :, 0] == m).all(), seed
+        padded = bool((a.max(axis=2) == 0).any())
+        seen.add((padded, bool((a == img).all())))
+    assert (True, False) in seen and (False, False) in seen  # letterboxed and not, both moved
+
+
 def test_augmenter_is_deterministic_per_epoch_and_key():
     batch = decode_samples(_batch(), "train", 32, val_fraction=0.0)
     aug = Augmenter(AugmentConfig(jpeg_prob=1.0), seed=3)
