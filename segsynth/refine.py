@@ -25,7 +25,7 @@ class RefineOptions:
     radius: int = 4  # window radius in working-resolution pixels (the model's pixel scale)
     eps: float = 1e-3  # regularisation: larger keeps the mask smoother, smaller follows colour more
     work_px: int = 512  # longer side of the working resolution (the coefficients are fitted there): a model's input size
-    min_upscale: float = 1.25  # refine only photos at least this much larger than the working size
+    min_upscale: float = 1.25  # refine only photos more than this much larger than the working size (640 px by default)
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -53,14 +53,14 @@ def guided_coefficients(guide: np.ndarray, p: np.ndarray, radius: int, eps: floa
 def refine_mask(rgb: np.ndarray, mask: np.ndarray, options: RefineOptions = RefineOptions()) -> np.ndarray:
     """``mask`` refined by the photo ``rgb``, at the photo's size. ``mask`` is at the photo's size
     or at any smaller scale with its aspect (a model's output before resizing: it goes straight to
-    the working resolution, never through a full-size float mask). Photos not much larger than
-    ``options.work_px`` get the mask unchanged, resized to their size (the model's edges are
+    the working resolution, never through a full-size float mask). Photos not more than
+    ``options.min_upscale`` times ``options.work_px`` (640 px) get the mask unchanged, resized to their size (the model's edges are
     already at their scale)."""
     h, w = rgb.shape[:2]
     check_aspect(mask.shape, (h, w))
-    scale = options.work_px / max(h, w)
-    if scale * options.min_upscale > 1.0:
+    if max(h, w) <= options.work_px * options.min_upscale:
         return mask if mask.shape == (h, w) else to_size(mask, (h, w))
+    scale = options.work_px / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     guide_lo = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     shrink = mask.shape[1] > size[0]

@@ -315,7 +315,7 @@ def cutout_pixels(rgb: np.ndarray, mask: np.ndarray, opts: CutoutOptions,
     if opts.refine:
         from segsynth.refine import refine_mask
 
-        m = refine_mask(rgb, m)  # only resized up to 640 px: the model's own edges are at that scale
+        m = refine_mask(rgb, m)  # photos up to 640 px: only resized, the model's own edges are at that scale
     elif m.shape != rgb.shape[:2]:
         m = to_size(m, rgb.shape[:2])
     if opts.threshold is not None:

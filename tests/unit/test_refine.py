@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from segsynth import metrics as M
+from segsynth.preprocess import to_size
 from segsynth.refine import RefineOptions, refine_mask
 
 
@@ -42,6 +43,22 @@ def test_small_photos_come_back_unchanged_and_shapes_are_checked():
     big = np.zeros((1200, 1600, 3), np.uint8)
     out = refine_mask(big, np.zeros((1200, 1600), np.float32), RefineOptions(work_px=320))
     assert out.shape == (1200, 1600) and float(out.max()) == 0.0
+
+
+def test_photos_over_640_px_are_refined_and_640_is_not(monkeypatch):
+    """The default bound: 1.25 x the 512 px working size. A 640 px photo gets the model's mask
+    resized (what the docs and the endpoint's option say); 641 px goes through the filter."""
+    from segsynth import refine
+
+    calls = []
+    real = refine.guided_coefficients
+    monkeypatch.setattr(refine, "guided_coefficients", lambda *a: calls.append(1) or real(*a))
+    low = np.random.default_rng(2).uniform(0, 1, (240, 320)).astype(np.float32)
+    out = refine_mask(np.zeros((480, 640, 3), np.uint8), low)
+    assert out.shape == (480, 640) and not calls
+    np.testing.assert_array_equal(out, to_size(low, (480, 640)))
+    assert refine_mask(np.zeros((481, 641, 3), np.uint8), np.zeros((481, 641), np.float32)).shape == (481, 641)
+    assert calls == [1]
 
 
 def test_every_output_path_refines_by_default_and_can_switch_it_off():
