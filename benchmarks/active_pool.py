@@ -134,6 +134,17 @@ def run_arm(cfg, arm: str, seed: int, shared: Path, out: Path, steps: int) -> di
     return info
 
 
+def _round_settings(r: dict) -> str:
+    """What a round selects and how its harvest is weighted (results from before these were recorded: nothing)."""
+    sel, hv = r.get("select") or {}, r.get("harvest")
+    if not hv or "top_n" not in sel:
+        return ""
+    return (f" A round selects up to {sel['top_n']} photos of the {sel['worst_categories']} worst categories (at most "
+            f"{sel['per_category_cap']} per category) plus a random control slice of {sel['control_fraction']:.0%}; "
+            f"each accepted photo weighs {hv['weight']:g} and each of its {hv['context_samples_per_cutout']} context "
+            f"samples {hv['context_weight']:g} within the harvest.")
+
+
 # ---------------------------------------------------------------- evaluation and statistics
 def evaluate(cfg, models: dict[str, str], out: Path, dis) -> dict[str, list[dict]]:
     """Every final model (and the start, and DIS on the furniture half) on each eval set:
@@ -291,6 +302,7 @@ def run(args) -> dict:
         "cores": os.cpu_count(), "load_avg": [round(load0, 1), round(os.getloadavg()[0], 1)],
         "config": args.config, "start_model": cfg.model.path, "steps": args.steps, "seeds": seeds, "arms": arms,
         "train_overrides": list(cfg.train_overrides), "harvest_share": cfg.harvest.share,
+        "harvest": {k: getattr(cfg.harvest, k) for k in ("weight", "context_weight", "context_samples_per_cutout")},
         "auto_accept": dataclasses.asdict(cfg.auto_accept), "select": dataclasses.asdict(cfg.select),
         "pool": shared_summary, "categorizer": categorizer_accuracy(next(e.data for e in cfg.eval if e.label == FURNITURE), cfg)
         if any(e.label == FURNITURE for e in cfg.eval) else {},
@@ -316,12 +328,13 @@ def section(r: dict) -> str:
     lines = [HEADING, "",
              f"`{r['command']}` ({r['date']}, {r['cores']} cores, load average {r['load_avg'][0]} at the start and "
              f"{r['load_avg'][1]} at the end). Every arm starts from the CPU recipe's model `{r['start_model']}` "
-             f"(today's recipe: the synthetic-data issue's targets are missed, so there is no winning recipe yet) and "
+             f"(the recipe with the training hygiene: BENCHMARKS.md \"CPU recipe\") and "
              f"trains {r['steps']} steps in all ({', '.join('`' + o + '`' for o in r['train_overrides'])}), seeds "
              f"{seeds}. Arms: `none` (the recipe's synthetic data alone), `one` and `two` (one round, or two rounds of "
              f"half the steps each, of `segsynth active round --config {r['config']}` with AUTOMATIC acceptance: no "
              f"person looked at these masks), `distill` (every scored pool photo's DIS mask, unreviewed). The rounds' "
-             f"harvest and the distilled labels each take {r['harvest_share']:.0%} of their training rows.", ""]
+             f"harvest and the distilled labels each take {r['harvest_share']:.0%} of their training rows."
+             + _round_settings(r), ""]
     p = r["pool"]
     lines += [f"- Pool: {p['photos']} listing photos, {p['scored']} scored, {p['white_background']} on a white "
               f"background (scored by the model, never selected, no teacher), {p['unreadable']} unreadable; worst "

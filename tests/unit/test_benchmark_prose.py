@@ -319,6 +319,8 @@ def active_pool_results(one_lift: float = 0.012) -> dict:
             "load_avg": [2.3, 2.9], "config": "configs/cpu/active.yaml", "start_model": "outputs/cpu/train/best",
             "steps": 200, "seeds": [0, 1], "arms": arms, "harvest_share": 0.25, "interval": 0.95,
             "targets": {"lift": 0.03, "dis_gap": 0.05},
+            "select": {"top_n": 180, "worst_categories": 3, "per_category_cap": 60, "control_fraction": 0.2},
+            "harvest": {"weight": 4.0, "context_weight": 1.0, "context_samples_per_cutout": 4},
             "train_overrides": ["max_steps_per_epoch=200", "lr=0.0001"],
             "pool": {"photos": 900, "scored": 897, "white_background": 210, "unreadable": 3,
                      "worst_categories": ["bed", "chair", "table"]},
