@@ -328,7 +328,7 @@ def test_synth_completes_when_a_node_dies(ray_nodes, run_job, tmp_path):
     ray_nodes.start_head(num_cpus=1)  # room for one compositing actor of 1 CPU ...
     node = ray_nodes.add_node(num_cpus=2)  # ... the other two land here
     ids = write_cutouts(tmp_path / "cutouts", n=4)
-    per_cutout, shard_size = 64, 8
+    per_cutout, shard_size = 128, 8  # long enough that the state API reports a finished call before the end
     out = tmp_path / "synth"
     started = time.monotonic()
     proc, log = run_job("synth", str(BIN / "segsynth"), "synth", "--address", ray_nodes.address,

@@ -90,16 +90,17 @@ def test_frozen_and_resolved_copy(tmp_path):
     assert load_config(Stage, path) == cfg
 
 
-# every YAML under configs/ and the config class that reads it (by the file's stem, before any "-")
-CONFIG_CLASSES = {
-    "cutouts": ("segsynth.cutouts.config", "CutoutsConfig"), "synth": ("segsynth.synth.config", "SynthConfig"),
-    "rooms": ("segsynth.rooms.config", "RoomsConfig"), "train": ("segsynth.train.config", "TrainConfig"),
-    "eval": ("segsynth.evaluate.config", "EvalConfig"), "serve": ("segsynth.serve.config", "ServeConfig"),
-    "demo": ("segsynth.demo", "DemoConfig"), "recipe": ("segsynth.demo", "DemoConfig"),
-    "pipeline": ("segsynth.demo", "PipelineConfig"), "export": ("segsynth.train.export", "ExportConfig"),
-    "active": ("segsynth.active.config", "ActiveConfig"), "pick": ("segsynth.review.config", "ReviewConfig"),
-    "accept": ("segsynth.review.config", "ReviewConfig"), "compare": ("segsynth.review.config", "ReviewConfig"),
-}
+# every YAML under configs/ and the config class that reads it, by the file's stem before any "-":
+# the stages' own (segsynth.cli.STAGES) and the configs read by commands that are not stages
+def _config_classes() -> dict[str, tuple[str, str]]:
+    from segsynth.cli import STAGES
+
+    review = ("segsynth.review.config", "ReviewConfig")
+    return {**{stage: (module, cls) for stage, (module, cls, _, _) in STAGES.items()},
+            "recipe": STAGES["demo"][:2], "export": ("segsynth.train.export", "ExportConfig"),
+            "active": ("segsynth.active.config", "ActiveConfig"), "pick": review, "accept": review, "compare": review}
+
+
 # what a file's own usage line says to pass on the command line
 CONFIG_OVERRIDES = {"configs/serve.yaml": ["model=outputs/export/model.onnx"]}
 
@@ -114,12 +115,13 @@ def test_every_stage_has_a_demo_config(repo):
 @pytest.mark.parametrize("name", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")))
 def test_every_config_file_loads_with_its_class(repo, name):
     """Every shipped config, not only the demo's: keys and types match the class that reads it
-    (a file whose kind is not in CONFIG_CLASSES fails here rather than going unchecked)."""
+    (a file whose kind is not in _config_classes fails here rather than going unchecked)."""
     import importlib
 
+    classes = _config_classes()
     stem = Path(name).stem.split("-")[0]
-    assert stem in CONFIG_CLASSES, f"{name}: which config class reads it? add it to CONFIG_CLASSES"
-    module, cls = CONFIG_CLASSES[stem]
+    assert stem in classes, f"{name}: which config class reads it? add it to _config_classes"
+    module, cls = classes[stem]
     load_config(getattr(importlib.import_module(module), cls), repo / name, CONFIG_OVERRIDES.get(name, []))
 
 
