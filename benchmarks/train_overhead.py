@@ -68,11 +68,105 @@ def make_synth(folder: Path, n: int, size: int, seed: int = 0) -> Path:
     return folder
 
 
+# ---------------------------------------------------------------- where the CPU goes (Linux /proc)
+HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_snapshot() -> dict | None:
+    """The machine's CPU time by state and each process's user/kernel time, command line and
+    parent, now; None where there is no /proc."""
+    if not Path("/proc/stat").exists():
+        return None
+    with open("/proc/stat") as f:
+        states = [int(x) for x in f.readline().split()[1:8]]
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+            cmd = Path("/proc", entry, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # ended meanwhile
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        procs[int(entry)] = (int(rest[1]), cmd, int(rest[11]), int(rest[12]))
+    return {"t": time.perf_counter(), "states": states, "procs": procs}
+
+
+def cpu_shares(a: dict | None, b: dict | None, loop: set[int], root: int) -> dict | None:
+    """Between snapshots ``a`` and ``b``: shares of the machine's CPU time taken by the ``loop``
+    processes (user and kernel), by the other processes under ``root`` (this benchmark's process:
+    the embedded Ray's raylet, GCS and workers are its descendants) and by everything else, and idle."""
+    if a is None or b is None:
+        return None
+    total = sum(y - x for x, y in zip(a["states"], b["states"])) or 1
+    idle = (b["states"][3] - a["states"][3]) + (b["states"][4] - a["states"][4])
+    below = {root}
+    for pid in sorted(b["procs"]):
+        if b["procs"][pid][0] in below:
+            below.add(pid)
+    user = kernel = ours = other = 0
+    for pid, (_, _, ut, st) in b["procs"].items():
+        pu, ps = (a["procs"][pid][2], a["procs"][pid][3]) if pid in a["procs"] else (0, 0)
+        du, ds = ut - pu, st - ps
+        if pid in loop:
+            user, kernel = user + du, kernel + ds
+        elif pid in below:
+            ours += du + ds
+        else:
+            other += du + ds
+    return {"seconds": (b["t"] - a["t"]), "loop_user": user / total, "loop_kernel": kernel / total,
+            "ray_others": ours / total, "other": other / total, "idle": idle / total,
+            "loop_cpu_s": (user + kernel) / HZ}
+
+
+class Sampler:
+    """Snapshots every ``every_s`` in a thread (the Ray run: its worker appears and ends inside)."""
+
+    def __init__(self, every_s: float = 2.0):
+        import threading
+
+        self.snaps, self.every_s, self.stop = [], every_s, threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        while True:
+            snap = cpu_snapshot()
+            if snap is None:
+                return
+            self.snaps.append(snap)
+            if self.stop.wait(self.every_s):
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def worker_window(self, title: str = "ray::RayTrainWorker", skip_s: float = 20.0) -> dict | None:
+        """Shares over the training worker's life, from ``skip_s`` after it appears (model build,
+        first batches) to the last snapshot that saw it."""
+        seen = [i for i, s in enumerate(self.snaps) if any(c.startswith(title) for _, c, _, _ in s["procs"].values())]
+        if len(seen) < 3:
+            return None
+        first = next((i for i in seen if self.snaps[i]["t"] - self.snaps[seen[0]]["t"] >= skip_s), seen[1])
+        a, b = self.snaps[first], self.snaps[seen[-1]]
+        if b["t"] - a["t"] < 5:
+            return None
+        workers = {pid for pid, (_, c, _, _) in b["procs"].items() if c.startswith(title)}
+        shares = cpu_shares(a, b, workers, os.getpid())
+        return {**shares, "skipped_s": a["t"] - self.snaps[seen[0]]["t"]}
+
+
 def ray_loop(cfg) -> dict:
     from segsynth.train.job import run
 
     t0 = time.perf_counter()
-    summary = run(cfg)
+    with Sampler() as sampler:
+        summary = run(cfg)
     wall = time.perf_counter() - t0
     rows = list(csv.DictReader(open(Path(cfg.out) / "metrics.csv")))
     rows = rows[1:] or rows  # the first epoch also warms up the model and allocator
@@ -81,7 +175,8 @@ def ray_loop(cfg) -> dict:
     start_s = [float(r["first_batch_s"]) for r in rows]
     return {"steps_per_s": sum(steps) / sum(train_s),  # the iterator's start each epoch included
             "steady_steps_per_s": (sum(steps) - len(rows)) / (sum(train_s) - sum(start_s)),  # first step excluded
-            "iterator_start_s": float(np.mean(start_s)), "epochs_timed": len(rows), "steps": summary["steps"], "wall_s": wall}
+            "iterator_start_s": float(np.mean(start_s)), "epochs_timed": len(rows), "steps": summary["steps"], "wall_s": wall,
+            "cpu": sampler.worker_window()}
 
 
 def plain_loop(cfg, steps: int, warmup: int = 2) -> dict:
@@ -116,12 +211,13 @@ def plain_loop(cfg, steps: int, warmup: int = 2) -> dict:
     model.train()
     for i in range(warmup + steps):
         if i == warmup:
-            t0 = time.perf_counter()
+            t0, snap0 = time.perf_counter(), cpu_snapshot()
         for micro in range(cfg.grad_accum):
             stepper.micro_step(aug(next(it)), sync=micro == cfg.grad_accum - 1)
         stepper.optimizer_step()
     dt = time.perf_counter() - t0
-    return {"steps_per_s": steps / dt, "samples_per_s": steps * b * cfg.grad_accum / dt, "steps": steps}
+    cpu = cpu_shares(snap0, cpu_snapshot(), {os.getpid()}, os.getpid())
+    return {"steps_per_s": steps / dt, "samples_per_s": steps * b * cfg.grad_accum / dt, "steps": steps, "cpu": cpu}
 
 
 def model_throughput(encoder: str, size: int, batch: int, steps: int, device: str, amp: str = "fp32") -> dict:
@@ -209,11 +305,32 @@ def section(r: dict) -> str:
              "loop does in line" + ("; here the Ray loop was the faster one." if ratio > 1 else "."),
              f"Ray workers ran at nice {o.get('worker_niceness', '15')} (`RAY_worker_niceness`, which segsynth's "
              "embedded Ray sets to run them at the driver's priority unless the variable is set)."]
+    prose += cpu_prose(ray.get("cpu"), [c for c in (plain.get("cpu"), plain.get("cpu_after")) if c], ratio)
     if not gpu:
         prose.append(f"On a GPU node run `python benchmarks/train_overhead.py --write` to fill the GPU row "
                      f"({want['size']} px, {want['amp']}, channels_last, batch {want['batch']} per GPU).")
     lines += ["", " ".join(prose), ""]
     return "\n".join(lines)
+
+
+def cpu_prose(ray_cpu: dict | None, plain_cpus: list[dict], ratio: float) -> list[str]:
+    """Where the machine's CPU went in each loop, and the ratio split into the CPU share the Ray
+    worker got and what it made of it (sentences from the results alone)."""
+    if not ray_cpu or not plain_cpus:
+        return ["Where the CPU went: not measured (no /proc on this machine)."]
+    plain = {k: float(np.mean([c[k] for c in plain_cpus])) for k in ("loop_user", "loop_kernel", "other", "idle", "ray_others")}
+    ray_share = ray_cpu["loop_user"] + ray_cpu["loop_kernel"]
+    plain_share = plain["loop_user"] + plain["loop_kernel"]
+    share_ratio = ray_share / plain_share if plain_share else float("nan")
+    return [f"Where the machine's CPU time went (from /proc; the Ray side over {ray_cpu['seconds']:.0f} s of the "
+            f"training worker's life after its first {ray_cpu['skipped_s']:.0f} s): the training worker {ray_share:.0%} "
+            f"(kernel time {ray_cpu['loop_kernel']:.0%} of the machine's), Ray's other processes {ray_cpu['ray_others']:.0%}, the rest of the "
+            f"machine {ray_cpu['other']:.0%}, idle {ray_cpu['idle']:.0%}; the plain loop's process {plain_share:.0%} "
+            f"(kernel time {plain['loop_kernel']:.0%} of the machine's), the rest {plain['other'] + plain['ray_others']:.0%}, idle "
+            f"{plain['idle']:.0%}.",
+            f"So the Ray worker got {share_ratio:.2f}x the CPU the plain loop had and stepped "
+            f"{ratio / share_ratio:.2f}x as fast per unit of it ({share_ratio:.2f} x {ratio / share_ratio:.2f} = "
+            f"{ratio:.2f})."]
 
 
 def main(argv=None) -> int:
@@ -254,7 +371,7 @@ def main(argv=None) -> int:
         ray_result = ray_loop(cfg)
         after = plain_loop(cfg, steps=args.steps * 2)
         plain = {"steps_per_s": (before["steps_per_s"] + after["steps_per_s"]) / 2,
-                 "before": before["steps_per_s"], "after": after["steps_per_s"]}
+                 "before": before["steps_per_s"], "after": after["steps_per_s"], "cpu": before["cpu"], "cpu_after": after["cpu"]}
         results["overhead"] = {"setting": f"{MODELS[args.model][1]}, {args.size} px, batch {args.batch_size}, "
                                           f"{args.threads} thread(s), CPU", "steps_per_epoch": args.steps,
                                "model": args.model, "worker_niceness": os.environ.get("RAY_worker_niceness", "15 (Ray's default)"),
