@@ -304,7 +304,9 @@ def section(r: dict) -> str:
              + "Ray's batch loader augments the next batch in a prefetch thread while the step runs, which the plain "
              "loop does in line" + ("; here the Ray loop was the faster one." if ratio > 1 else "."),
              f"Ray workers ran at nice {o.get('worker_niceness', '15')} (`RAY_worker_niceness`, which segsynth's "
-             "embedded Ray sets to run them at the driver's priority unless the variable is set)."]
+             "embedded Ray sets to run them at the driver's priority unless the variable is set)"
+             + ("; their environment also had " + ", ".join(f"`{k}={v}`" for k, v in o["ray_worker_env"].items())
+                + " (the plain loop's did not)." if o.get("ray_worker_env") else ".")]
     prose += cpu_prose(ray.get("cpu"), [c for c in (plain.get("cpu"), plain.get("cpu_after")) if c], ratio)
     if not gpu:
         prose.append(f"On a GPU node run `python benchmarks/train_overhead.py --write` to fill the GPU row "
@@ -342,6 +344,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", choices=list(MODELS), default="tiny",
                    help="tiny (a short step: per-step overhead shows large) or recipe (configs/cpu/train.yaml's model "
                         "and worker; use --size 320 --threads 2)")
+    p.add_argument("--ray-worker-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set in the environment the embedded Ray's workers start with (e.g. OMP_WAIT_POLICY=PASSIVE); "
+                        "the plain loop keeps this process's, whose torch is already loaded")
     p.add_argument("--b5-steps", type=int, default=3, help="timed steps for the EfficientNet-B5 figures")
     p.add_argument("--out", default=str(REPO / "outputs" / "bench" / "train_overhead.json"), help="where the results JSON goes")
     p.add_argument("--write", action="store_true", help="rewrite the '## Training overhead' section of BENCHMARKS.md")
@@ -368,6 +373,8 @@ def main(argv=None) -> int:
             "shuffle_pool=64"])
         # plain before and after Ray, averaged: the machine's load drifts during a run
         before = plain_loop(cfg, steps=args.steps * 2)
+        worker_env = dict(kv.split("=", 1) for kv in args.ray_worker_env)
+        os.environ.update(worker_env)  # the raylet, started next, passes its environment to the workers
         ray_result = ray_loop(cfg)
         after = plain_loop(cfg, steps=args.steps * 2)
         plain = {"steps_per_s": (before["steps_per_s"] + after["steps_per_s"]) / 2,
@@ -375,7 +382,7 @@ def main(argv=None) -> int:
         results["overhead"] = {"setting": f"{MODELS[args.model][1]}, {args.size} px, batch {args.batch_size}, "
                                           f"{args.threads} thread(s), CPU", "steps_per_epoch": args.steps,
                                "model": args.model, "worker_niceness": os.environ.get("RAY_worker_niceness", "15 (Ray's default)"),
-                               "workers": cfg.num_workers,
+                               "workers": cfg.num_workers, "ray_worker_env": worker_env,
                                "ray": ray_result, "plain": plain}
         log.info("overhead: %s", results["overhead"])
     threads = max(1, os.cpu_count() or 1)
