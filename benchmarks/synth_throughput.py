@@ -37,6 +37,7 @@ from unittest import mock
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+import _procs  # noqa: E402
 from _sections import write_section  # noqa: E402
 
 SECTION = "## Synthesis"
@@ -152,36 +153,16 @@ def ray_job(cfg) -> float:
     return time.perf_counter() - t0
 
 
-class PeakRSS:
-    """Samples the summed RSS of this process and all its descendants (the local Ray) in a thread."""
+class PeakRSS(_procs.Sampler):
+    """The peak of the summed RSS of this process and all its descendants (the local Ray), sampled in a thread."""
 
     def __init__(self, interval: float = 0.2):
-        import threading
+        self.peak = 0
+        super().__init__(self.read, interval)
 
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        import psutil
-
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def read(self):
+        table = _procs.proc_table()
+        self.peak = max(self.peak, sum(table[pid].rss for pid in _procs.below(table, os.getpid()) if pid in table))
 
 
 def streaming_memory(base, samples: int, n_cutouts: int) -> dict:

@@ -36,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+import _procs  # noqa: E402
 from _sections import write_section  # noqa: E402
 
 log = logging.getLogger("bench.train")
@@ -69,28 +70,11 @@ def make_synth(folder: Path, n: int, size: int, seed: int = 0) -> Path:
 
 
 # ---------------------------------------------------------------- where the CPU goes (Linux /proc)
-HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
 def cpu_snapshot() -> dict | None:
-    """The machine's CPU time by state and each process's user/kernel time, command line and
-    parent, now; None where there is no /proc."""
-    if not Path("/proc/stat").exists():
+    """The machine's CPU time by state and every process, now; None where there is no /proc."""
+    if not _procs.available():
         return None
-    with open("/proc/stat") as f:
-        states = [int(x) for x in f.readline().split()[1:8]]
-    procs = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-            cmd = Path("/proc", entry, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:  # ended meanwhile
-            continue
-        rest = stat[stat.rindex(")") + 2:].split()
-        procs[int(entry)] = (int(rest[1]), cmd, int(rest[11]), int(rest[12]))
-    return {"t": time.perf_counter(), "states": states, "procs": procs}
+    return {"t": time.perf_counter(), "states": _procs.cpu_states(), "procs": _procs.proc_table()}
 
 
 def cpu_shares(a: dict | None, b: dict | None, loop: set[int], root: int) -> dict | None:
@@ -101,71 +85,47 @@ def cpu_shares(a: dict | None, b: dict | None, loop: set[int], root: int) -> dic
         return None
     total = sum(y - x for x, y in zip(a["states"], b["states"])) or 1
     idle = (b["states"][3] - a["states"][3]) + (b["states"][4] - a["states"][4])
-    below = {root}
-    for pid in sorted(b["procs"]):
-        if b["procs"][pid][0] in below:
-            below.add(pid)
-    user = kernel = ours = other = 0
-    for pid, (_, _, ut, st) in b["procs"].items():
-        pu, ps = (a["procs"][pid][2], a["procs"][pid][3]) if pid in a["procs"] else (0, 0)
-        du, ds = ut - pu, st - ps
+    ours = _procs.below(b["procs"], root)
+    user = kernel = ray_others = other = 0
+    for pid, p in b["procs"].items():
+        before = a["procs"].get(pid)
+        du, dk = p.user - (before.user if before else 0), p.kernel - (before.kernel if before else 0)
         if pid in loop:
-            user, kernel = user + du, kernel + ds
-        elif pid in below:
-            ours += du + ds
+            user, kernel = user + du, kernel + dk
+        elif pid in ours:
+            ray_others += du + dk
         else:
-            other += du + ds
-    return {"seconds": (b["t"] - a["t"]), "loop_user": user / total, "loop_kernel": kernel / total,
-            "ray_others": ours / total, "other": other / total, "idle": idle / total,
-            "loop_cpu_s": (user + kernel) / HZ}
+            other += du + dk
+    return {"seconds": b["t"] - a["t"], "loop_user": user / total, "loop_kernel": kernel / total,
+            "ray_others": ray_others / total, "other": other / total, "idle": idle / total}
 
 
-class Sampler:
-    """Snapshots every ``every_s`` in a thread (the Ray run: its worker appears and ends inside)."""
-
-    def __init__(self, every_s: float = 2.0):
-        import threading
-
-        self.snaps, self.every_s, self.stop = [], every_s, threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True)
-
-    def loop(self):
-        while True:
-            snap = cpu_snapshot()
-            if snap is None:
-                return
-            self.snaps.append(snap)
-            if self.stop.wait(self.every_s):
-                return
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-    def worker_window(self, title: str = "ray::RayTrainWorker", skip_s: float = 20.0) -> dict | None:
-        """Shares over the training worker's life, from ``skip_s`` after it appears (model build,
-        first batches) to the last snapshot that saw it."""
-        seen = [i for i, s in enumerate(self.snaps) if any(c.startswith(title) for _, c, _, _ in s["procs"].values())]
-        if len(seen) < 3:
-            return None
-        first = next((i for i in seen if self.snaps[i]["t"] - self.snaps[seen[0]]["t"] >= skip_s), seen[1])
-        a, b = self.snaps[first], self.snaps[seen[-1]]
-        if b["t"] - a["t"] < 5:
-            return None
-        workers = {pid for pid, (_, c, _, _) in b["procs"].items() if c.startswith(title)}
-        shares = cpu_shares(a, b, workers, os.getpid())
-        return {**shares, "skipped_s": a["t"] - self.snaps[seen[0]]["t"]}
+def worker_window(snaps: list[dict], title: str = "ray::RayTrainWorker", skip_s: float = 20.0) -> dict | None:
+    """CPU shares over the training worker's life in ``snaps``, from ``skip_s`` after it appears
+    (model build, first batches) to the last snapshot that saw it; None when too short to tell."""
+    seen = [i for i, s in enumerate(snaps) if any(p.cmdline.startswith(title) for p in s["procs"].values())]
+    if len(seen) < 3:
+        return None
+    first = next((i for i in seen if snaps[i]["t"] - snaps[seen[0]]["t"] >= skip_s), seen[1])
+    a, b = snaps[first], snaps[seen[-1]]
+    if b["t"] - a["t"] < 5:
+        return None
+    workers = {pid for pid, p in b["procs"].items() if p.cmdline.startswith(title)}
+    return {**cpu_shares(a, b, workers, os.getpid()), "skipped_s": a["t"] - snaps[seen[0]]["t"]}
 
 
 def ray_loop(cfg) -> dict:
     from segsynth.train.job import run
 
+    snaps: list[dict] = []
+
+    def sample():
+        snap = cpu_snapshot()
+        if snap is not None:
+            snaps.append(snap)
+
     t0 = time.perf_counter()
-    with Sampler() as sampler:
+    with _procs.Sampler(sample, every_s=2.0):
         summary = run(cfg)
     wall = time.perf_counter() - t0
     rows = list(csv.DictReader(open(Path(cfg.out) / "metrics.csv")))
@@ -176,7 +136,7 @@ def ray_loop(cfg) -> dict:
     return {"steps_per_s": sum(steps) / sum(train_s),  # the iterator's start each epoch included
             "steady_steps_per_s": (sum(steps) - len(rows)) / (sum(train_s) - sum(start_s)),  # first step excluded
             "iterator_start_s": float(np.mean(start_s)), "epochs_timed": len(rows), "steps": summary["steps"], "wall_s": wall,
-            "cpu": sampler.worker_window()}
+            "cpu": worker_window(snaps)}
 
 
 def plain_loop(cfg, steps: int, warmup: int = 2) -> dict:
@@ -319,7 +279,8 @@ def cpu_prose(ray_cpu: dict | None, plain_cpus: list[dict], ratio: float) -> lis
     """Where the machine's CPU went in each loop, and the ratio split into the CPU share the Ray
     worker got and what it made of it (sentences from the results alone)."""
     if not ray_cpu or not plain_cpus:
-        return ["Where the CPU went: not measured (no /proc on this machine)."]
+        return ["Where the CPU went: not measured (no /proc on this machine, or the training worker's life was too "
+                "short for the sampler)."]
     plain = {k: float(np.mean([c[k] for c in plain_cpus])) for k in ("loop_user", "loop_kernel", "other", "idle", "ray_others")}
     ray_share = ray_cpu["loop_user"] + ray_cpu["loop_kernel"]
     plain_share = plain["loop_user"] + plain["loop_kernel"]
@@ -374,7 +335,9 @@ def main(argv=None) -> int:
         # plain before and after Ray, averaged: the machine's load drifts during a run
         before = plain_loop(cfg, steps=args.steps * 2)
         worker_env = dict(kv.split("=", 1) for kv in args.ray_worker_env)
-        os.environ.update(worker_env)  # the raylet, started next, passes its environment to the workers
+        # the raylet, started next, passes its environment to the workers; this process's torch (the
+        # plain loop after) read its OpenMP settings when it loaded
+        os.environ.update(worker_env)
         ray_result = ray_loop(cfg)
         after = plain_loop(cfg, steps=args.steps * 2)
         plain = {"steps_per_s": (before["steps_per_s"] + after["steps_per_s"]) / 2,
