@@ -235,8 +235,12 @@ def section(r: dict) -> str:
              f"| steps/s, whole epochs | {o['setting']} | {ray['steps_per_s']:.3g} | {plain['steps_per_s']:.3g} | "
              f"{ratio:.2f} |",
              f"| steps/s, steady state (iterator start excluded) | same | {ray['steady_steps_per_s']:.3g} | "
-             f"{plain['steps_per_s']:.3g} | {steady:.2f} |", "",
-             "| model | device | size | batch | AMP | samples/s (training) | peak GPU memory |", "|---|---|---|---|---|---|---|",
+             f"{plain['steps_per_s']:.3g} | {steady:.2f} |"]
+    if plain.get("tuned_malloc"):
+        lines.append(f"| steps/s, whole epochs; plain loop with segsynth's malloc settings too | same | "
+                     f"{ray['steps_per_s']:.3g} | {plain['tuned_malloc']:.3g} | {ray['steps_per_s'] / plain['tuned_malloc']:.2f} |")
+    lines += ["",
+              "| model | device | size | batch | AMP | samples/s (training) | peak GPU memory |", "|---|---|---|---|---|---|---|",
              f"| FPN + {cpu['encoder']} ({cpu['params_m']:.1f}M) | cpu, {cpu['threads']} threads | {cpu['size']} | "
              f"{cpu['batch']} | {cpu['amp']} | {cpu['samples_per_s']:.3g} | n/a |"]
     if gpu:
@@ -267,6 +271,12 @@ def section(r: dict) -> str:
              "embedded Ray sets to run them at the driver's priority unless the variable is set)"
              + ("; their environment also had " + ", ".join(f"`{k}={v}`" for k, v in o["ray_worker_env"].items())
                 + " (the plain loop's did not)." if o.get("ray_worker_env") else ".")]
+    tuned = plain.get("tuned_malloc")
+    prose.append(f"The Ray worker trained with `malloc: {o.get('malloc', 'default')}` (segsynth.train.malloc"
+                 + ("; the worker process starts with those settings, the plain loop runs with glibc's defaults)"
+                    if o.get("malloc") == "tuned" else ": glibc's defaults, as the plain loop)")
+                 + (f"; the plain loop with the same settings made {tuned:.3g} steps/s, {tuned / plain['steps_per_s']:.2f}x "
+                    f"its rate with glibc's defaults, and Ray made {ray['steps_per_s'] / tuned:.2f}x that rate." if tuned else "."))
     prose += cpu_prose(ray.get("cpu"), [c for c in (plain.get("cpu"), plain.get("cpu_after")) if c], ratio)
     if not gpu:
         prose.append(f"On a GPU node run `python benchmarks/train_overhead.py --write` to fill the GPU row "
@@ -308,6 +318,9 @@ def main(argv=None) -> int:
     p.add_argument("--ray-worker-env", action="append", default=[], metavar="KEY=VALUE",
                    help="set in the environment the embedded Ray's workers start with (e.g. OMP_WAIT_POLICY=PASSIVE); "
                         "the plain loop keeps this process's, whose torch is already loaded")
+    p.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
+                   help="the Ray worker's train.malloc (segsynth.train.malloc; default tuned, as segsynth trains); "
+                        "the plain loop runs with glibc's defaults, then once more with the tuned settings")
     p.add_argument("--b5-steps", type=int, default=3, help="timed steps for the EfficientNet-B5 figures")
     p.add_argument("--out", default=str(REPO / "outputs" / "bench" / "train_overhead.json"), help="where the results JSON goes")
     p.add_argument("--write", action="store_true", help="rewrite the '## Training overhead' section of BENCHMARKS.md")
@@ -317,6 +330,7 @@ def main(argv=None) -> int:
     import torch
 
     from segsynth.config import load_config
+    from segsynth.train import malloc
     from segsynth.train.config import TrainConfig
 
     load_start = os.getloadavg()[0]
@@ -331,7 +345,7 @@ def main(argv=None) -> int:
             f"data=[{{path: {synth}}}]", f"out={Path(tmp, 'out')}", "name=bench", *MODELS[args.model][0], f"size={args.size}",
             f"batch_size={args.batch_size}", "epochs=3", f"max_steps_per_epoch={args.steps}", "val_fraction=0.0",
             "checkpoint_every_steps=100000", "cache_decoded=true", "num_workers=1", f"torch_threads={args.threads}",
-            "shuffle_pool=64"])
+            "shuffle_pool=64", f"malloc={args.malloc}"])
         # plain before and after Ray, averaged: the machine's load drifts during a run
         before = plain_loop(cfg, steps=args.steps * 2)
         worker_env = dict(kv.split("=", 1) for kv in args.ray_worker_env)
@@ -342,10 +356,14 @@ def main(argv=None) -> int:
         after = plain_loop(cfg, steps=args.steps * 2)
         plain = {"steps_per_s": (before["steps_per_s"] + after["steps_per_s"]) / 2,
                  "before": before["steps_per_s"], "after": after["steps_per_s"], "cpu": before["cpu"], "cpu_after": after["cpu"]}
+        # last, as it cannot be undone in this process: the plain loop with the malloc settings the
+        # Ray worker started with (segsynth.train.malloc), to split what they buy from what Ray costs
+        if cfg.malloc == "tuned" and malloc.tune():
+            plain["tuned_malloc"] = plain_loop(cfg, steps=args.steps * 2)["steps_per_s"]
         results["overhead"] = {"setting": f"{MODELS[args.model][1]}, {args.size} px, batch {args.batch_size}, "
                                           f"{args.threads} thread(s), CPU", "steps_per_epoch": args.steps,
                                "model": args.model, "worker_niceness": os.environ.get("RAY_worker_niceness", "15 (Ray's default)"),
-                               "workers": cfg.num_workers, "ray_worker_env": worker_env,
+                               "workers": cfg.num_workers, "ray_worker_env": worker_env, "malloc": cfg.malloc,
                                "ray": ray_result, "plain": plain}
         log.info("overhead: %s", results["overhead"])
     threads = max(1, os.cpu_count() or 1)

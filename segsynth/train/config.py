@@ -116,6 +116,9 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float | None = None  # default 0.5 on CPU (data tasks need CPUs too), 4 with GPUs
     torch_threads: int | None = None  # intra-op threads per worker; default max(1, cpus_per_worker)
+    # glibc malloc in the training processes: tuned keeps each step's freed activations for the next
+    # step instead of returning them to the kernel (segsynth.train.malloc); default leaves glibc's
+    malloc: Literal["tuned", "default"] = "tuned"
     checkpoint_every_steps: int = 500
     num_to_keep: int = 2  # Ray checkpoints kept: the best by the select_on score (as best/) and the latest
     max_failures: int = 2  # worker failures recovered (from the latest checkpoint) before giving up

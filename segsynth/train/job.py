@@ -24,6 +24,7 @@ import time
 
 from segsynth import console, io
 from segsynth.config import save_config
+from segsynth.train import malloc
 from segsynth.train.config import TrainConfig
 from segsynth.train.data import decode_samples, decoded_locally, index_source, plan, shard_files, steps_per_epoch, synthetic_columns
 from segsynth.train.loop import PROGRESS_FILE, SELECT_SCORE_KEY, train_loop
@@ -220,6 +221,8 @@ def run(cfg: TrainConfig, address: str | None = None, worker_loop=train_loop_per
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=cfg.name, storage_path=cfg.out,
+            # glibc reads its malloc settings when the worker process starts (segsynth.train.malloc)
+            worker_runtime_env={"env_vars": dict(malloc.ENV)} if cfg.malloc == "tuned" else None,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.num_to_keep,
                                                          checkpoint_score_attribute=SELECT_SCORE_KEY,

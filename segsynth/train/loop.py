@@ -34,6 +34,7 @@ from segsynth.config import dump_config, to_dict
 from segsynth.metrics import iou, mae, ssim_box
 from segsynth.model import MODEL_FILE, ModelSpec, build_model, save_model_folder, to_input, unwrap
 from segsynth.preprocess import Preprocessing, letterbox, unletterbox
+from segsynth.train import malloc
 from segsynth.rng import rng_for, stable_hash
 from segsynth.train.config import SELECT_METRICS, AugmentConfig, TrainConfig
 from segsynth.train.data import real_val_items
@@ -403,6 +404,7 @@ def model_card(cfg: TrainConfig, state: LoopState, metrics: dict | None) -> dict
         "step": state.step,
         "epoch": state.epoch,
         "config": to_dict(cfg),
+        "malloc": malloc.describe(),  # the training process's allocator (segsynth.train.malloc)
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -789,6 +791,8 @@ def train_loop(cfg: TrainConfig, n_steps: int, session: WorkerSession) -> None:
     epoch on its shard, validate, report (:class:`WorkerRun`'s steps). Only rank 0 writes files."""
     cv2.setNumThreads(1)  # augmentation runs between steps: OpenCV's pool would fight torch's threads
     torch.set_num_threads(cfg.threads)
+    if cfg.malloc == "tuned":
+        malloc.tune()  # a Ray worker started with malloc.ENV already; a local run gets the thresholds here
     run = WorkerRun(cfg, n_steps, session)
     for epoch in range(run.state.epoch, cfg.epochs):
         if run.out_of_time:

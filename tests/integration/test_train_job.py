@@ -201,4 +201,6 @@ def test_time_budget_stops_stepping_then_validates_and_saves(tmp_path, ray_local
     assert summary["steps"] == 1 and summary["epochs"] == 1
     rows = list(csv.DictReader((Path(cfg.out) / "metrics.csv").open()))
     assert [(r["kind"], int(r["step"])) for r in rows] == [("epoch", 1)]
-    assert (Path(cfg.out) / "best" / "model_card.json").is_file()
+    card = json.loads((Path(cfg.out) / "best" / "model_card.json").read_text())
+    # the worker process started with segsynth.train.malloc's settings (train.malloc: tuned)
+    assert card["malloc"] == "tuned at process start"

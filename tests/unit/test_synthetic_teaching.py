@@ -310,6 +310,8 @@ def test_the_loop_learns_in_process_and_writes_what_segsynth_train_writes(tmp_pa
     for name in ("best", "last", "local_checkpoint"):
         assert (tmp_path / "run" / name / "model_card.json").is_file(), name
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 96
+    # this process was not started with segsynth.train.malloc.ENV: the loop set the thresholds itself
+    assert json.loads((tmp_path / "run" / "best" / "model_card.json").read_text())["malloc"] == "tuned by mallopt"
     # a rerun into the same out resumes at the end: nothing more to train
     assert run_local(cfg)["steps"] == 96
 
