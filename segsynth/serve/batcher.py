@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -24,6 +25,19 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
+
+
+class ModelThread(concurrent.futures.ThreadPoolExecutor):
+    """The one thread a replica's model runs on: loading, warm-up and every forward pass.
+
+    torch's CPU kernels run on an OpenMP (libgomp) team per thread that calls them. A second such
+    thread (asyncio's pool hands a forward pass to any of its threads; an actor loads the model on
+    another) brings a second team, and once a process has more OpenMP threads than cores libgomp
+    stops spinning between parallel regions and puts its threads to sleep after each one: on 2 cores
+    the recipe's model then took half as long again per photo, with 25 times the context switches."""
+
+    def __init__(self):
+        super().__init__(max_workers=1, thread_name_prefix="segsynth-model")
 
 
 @dataclass(frozen=True)
@@ -34,10 +48,13 @@ class BatchTiming:
 
 
 class Batcher:
-    def __init__(self, run: Callable[[list[Any]], Sequence[Any]], max_batch_size: int = 8, wait_s: float = 0.005):
+    def __init__(self, run: Callable[[list[Any]], Sequence[Any]], max_batch_size: int = 8, wait_s: float = 0.005,
+                 executor: concurrent.futures.Executor | None = None):
+        """``executor``: where ``run`` runs (:class:`ModelThread` keeps every forward pass on one
+        thread); None: asyncio's default pool."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size={max_batch_size}; must be >= 1")
-        self.run, self.max_batch_size, self.wait_s = run, max_batch_size, wait_s
+        self.run, self.max_batch_size, self.wait_s, self.executor = run, max_batch_size, wait_s, executor
         self.sizes: collections.Counter = collections.Counter()  # batch size -> count
         self._queue: collections.deque = collections.deque()
         self._incoming = 0
@@ -92,7 +109,8 @@ class Batcher:
                 continue
             started = time.perf_counter()
             try:
-                results = await asyncio.to_thread(self.run, [item for item, _, _ in batch])
+                results = await asyncio.get_running_loop().run_in_executor(self.executor, self.run,
+                                                                           [item for item, _, _ in batch])
             except Exception as e:  # noqa: BLE001  the model's failure is every rider's, the loop goes on
                 log.exception("the model failed on a batch of %d", len(batch))
                 for _, future, _ in batch:

@@ -68,7 +68,7 @@ from fastapi.responses import JSONResponse, Response
 from segsynth import io
 from segsynth.config import ConfigError
 from segsynth.predict import ORT_SPIN_ENV, infer_kind
-from segsynth.serve.batcher import Batcher
+from segsynth.serve.batcher import Batcher, ModelThread
 from segsynth.serve.budget import MemoryBudget
 from segsynth.serve.config import ServeConfig
 from segsynth.serve.multipart import MEMORY_FACTOR, parse_multipart
@@ -210,15 +210,17 @@ class RemovalService:
         set_bearer_token(cfg.auth_token)
         set_request_limits(cfg.request_limits)
         os.environ.setdefault(ORT_SPIN_ENV, "0")  # this process's cores are shared: see segsynth.predict
-        self.predictor = load_model(cfg)
+        # the model is loaded, warmed up and run on one thread (see ModelThread)
+        self.model_thread = ModelThread()
+        self.predictor = self.model_thread.submit(load_model, cfg).result()
         # warm-up with a FULL batch: the runtime's memory arena reaches its largest shape now, so
         # resident memory does not creep up later as bigger batches happen (and request 1 is not slow)
-        self.predictor.predict([np.zeros((64, 48, 3), np.uint8)] * cfg.max_batch_size)
+        self.model_thread.submit(self.predictor.predict, [np.zeros((64, 48, 3), np.uint8)] * cfg.max_batch_size).result()
         # the model thread does the forward passes alone when the predictor can split them off: the
         # decode thread letterboxes each image, the encode thread resizes (or refines) each mask
         self.staged = hasattr(self.predictor, "forward_boxed")
         run = self.predictor.forward_boxed if self.staged else self.predictor.predict
-        self.batcher = Batcher(run, cfg.max_batch_size, cfg.batch_wait_timeout_s)
+        self.batcher = Batcher(run, cfg.max_batch_size, cfg.batch_wait_timeout_s, executor=self.model_thread)
         self.budget = MemoryBudget(cfg.memory_budget_bytes, cfg.memory_wait_s)
         self.max_response_bytes = response_limit(cfg)
         self.model_threads = predictor_options(cfg).get("threads")
