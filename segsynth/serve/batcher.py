@@ -33,8 +33,8 @@ class ModelThread(concurrent.futures.ThreadPoolExecutor):
     torch's CPU kernels run on an OpenMP (libgomp) team per thread that calls them. A second such
     thread (asyncio's pool hands a forward pass to any of its threads; an actor loads the model on
     another) brings a second team, and once a process has more OpenMP threads than cores libgomp
-    stops spinning between parallel regions and puts its threads to sleep after each one: on 2 cores
-    the recipe's model then took half as long again per photo, with 25 times the context switches."""
+    stops spinning between parallel regions and puts its threads to sleep after each one, so every
+    forward pass pays for waking them."""
 
     def __init__(self):
         super().__init__(max_workers=1, thread_name_prefix="segsynth-model")

@@ -34,8 +34,8 @@ from segsynth.config import dump_config, to_dict
 from segsynth.metrics import iou, mae, ssim_box
 from segsynth.model import MODEL_FILE, ModelSpec, build_model, save_model_folder, to_input, unwrap
 from segsynth.preprocess import Preprocessing, letterbox, unletterbox
-from segsynth.train import malloc
 from segsynth.rng import rng_for, stable_hash
+from segsynth.train import malloc
 from segsynth.train.config import SELECT_METRICS, AugmentConfig, TrainConfig
 from segsynth.train.data import real_val_items
 

@@ -2,17 +2,16 @@
 
 A CPU training step allocates and frees tens of MB of activations and gradients. With glibc's
 defaults each of those large blocks is mmapped, freed back to the kernel and faulted in (and
-zeroed) again at the next step: the recipe's Lite2 FPN at 320 px took ~150k page faults a second.
-A thread other than the main one (Ray Train runs the train function in one) is worse off: its
-arena is a 64 MB heap, so the large blocks always go to mmap (50% more faults, 9% slower per
-step than the main thread; ``benchmarks/train_overhead.py``). The tuned settings keep freed
+zeroed) again at the next step. A thread other than the main one (Ray Train runs the train
+function in one) is worse off: its arena is a 64 MB heap, so the large blocks always go to mmap.
+BENCHMARKS.md "Training overhead" has what the settings buy. The tuned settings keep freed
 memory in one heap for the next step: every thread on the main arena, no mmap below 1 GiB, no
 trimming below 4 GiB, 256 MiB of headroom per heap growth. The price is that the process keeps
 its peak heap instead of returning it between steps (the steps reuse it).
 
 glibc reads the ``MALLOC_*`` variables when a process starts: Ray's training workers get them
-through their runtime environment (:data:`ENV`). A process that is already running (``segsynth
-train --local``, a notebook) gets the thresholds with ``mallopt`` (:func:`tune`); its threads
+through their runtime environment (:data:`ENV`). A process that is already running
+(:func:`segsynth.train.local.run_local`, a notebook) gets the thresholds with ``mallopt`` (:func:`tune`); its threads
 keep the arenas they already have.
 """
 from __future__ import annotations
@@ -36,13 +35,16 @@ ENV = {"MALLOC_ARENA_MAX": str(ARENA_MAX), "MALLOC_MMAP_THRESHOLD_": str(MMAP_TH
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
 
-
 _applied = False  # tune() succeeded in this process
 
 
 def tune() -> bool:
-    """Apply the tuned settings to this running process with ``mallopt``; False where the C
-    library has no mallopt (not glibc: musl, macOS), which then keeps its own allocator."""
+    """Apply the tuned settings to this running process with ``mallopt`` (once: later calls
+    return at once); False where the C library has no mallopt (not glibc: musl, macOS), which then
+    keeps its own allocator."""
+    global _applied
+    if _applied:
+        return True
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name or "libc.so.6")
@@ -51,14 +53,14 @@ def tune() -> bool:
         log.debug("no mallopt in this C library: the allocator keeps its defaults")
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    ok = all(mallopt(param, value) == 1 for param, value in (
+    # every setting is tried, one refusal does not skip the rest
+    ok = all([mallopt(param, value) == 1 for param, value in (
         (_M_ARENA_MAX, ARENA_MAX), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
         # mallopt takes an int: 4 GiB does not fit, the largest int (2 GiB) does the same job
-        (_M_TRIM_THRESHOLD, min(TRIM_THRESHOLD, 2**31 - 1)), (_M_TOP_PAD, TOP_PAD)))
+        (_M_TRIM_THRESHOLD, min(TRIM_THRESHOLD, 2**31 - 1)), (_M_TOP_PAD, TOP_PAD))])
     if not ok:
         log.warning("glibc refused a malloc setting: training keeps the allocator's defaults for it")
-    global _applied
-    _applied = _applied or ok
+    _applied = ok
     return ok
 
 

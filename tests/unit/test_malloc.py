@@ -1,5 +1,6 @@
 """segsynth.train.malloc: a training step's large blocks are reused, not faulted in again."""
 import json
+import os
 import subprocess
 import sys
 
@@ -33,8 +34,6 @@ print(json.dumps({"faults": out[0], "describe": malloc.describe()}))
 
 
 def _faults(mode: str, where: str, env: dict | None = None) -> dict:
-    import os
-
     full = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", PROBE, mode, where], capture_output=True, text=True, check=True,
                          env={**full, **(env or {})}, timeout=120)

@@ -478,9 +478,9 @@ def test_the_model_thread_runs_only_the_forward_pass(service, tmp_path):
 
     svc = RemovalService(ServeConfig(model=_tiny_onnx(tmp_path)))
     assert svc.staged
-    seen = []
+    seen, threads = [], set()
     forward = svc.batcher.run
-    svc.batcher.run = lambda items: seen.extend(items) or forward(items)
+    svc.batcher.run = lambda items: threads.add(threading.get_ident()) or seen.extend(items) or forward(items)
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (150, 200, 3), np.uint8)  # larger than the network's 64 px
     body, ctype = _multipart([("file", "p.png", _png(photo))])
@@ -490,6 +490,8 @@ def test_the_model_thread_runs_only_the_forward_pass(service, tmp_path):
         want = cutout_pixels(photo, svc.predictor.predict([photo])[0], CutoutOptions.parse({"output": "mask", "refine": refine}))
         assert got.shape == (150, 200) and np.abs(got.astype(int) - want.astype(int)).max() <= 1, refine
     assert all(isinstance(b, Boxed) and b.square.shape == (64, 64, 3) and b.shape == (150, 200) for b in seen)
+    # every forward pass ran on the replica's one model thread, the one that loaded the model (ModelThread)
+    assert threads == {svc.model_thread.submit(threading.get_ident).result()}
     assert service().staged is False  # white-threshold has no forward pass to split off: predict runs as before
 
 
